@@ -1,0 +1,20 @@
+# The two commands: `make install` (creates ./.venv) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: install test quickstart clean
+
+install:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[test]'
+	$(BIN)/python -c "import torch, torchvision, lightning, timm, transformers, peft; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| lightning', lightning.__version__)"
+
+test:
+	$(BIN)/python -m pytest -q
+
+quickstart:
+	$(BIN)/sicsrec fit --config configs/quickstart.yaml
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

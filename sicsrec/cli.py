@@ -1,0 +1,137 @@
+"""The ``sicsrec`` command: LightningCLI for ``fit|validate|test|predict`` plus ``data ...`` tools."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from lightning.pytorch.cli import LightningCLI
+
+from sicsrec.data.errors import DataError
+from sicsrec.io import write_json_atomic
+
+REPORT_PACKAGES = ("sicsrec", "torch", "lightning", "numpy", "transformers", "peft", "timm")
+
+
+class SicsrecCLI(LightningCLI):
+    """LightningCLI with the data→model links and a test + report after ``fit``.
+
+    ``model.num_items`` comes from the data (linked at instantiation, so it can neither be
+    set by hand nor drift from the data); ``model.max_len`` follows ``data.max_len``.
+    A top-level ``optimizer:`` key is rejected: optimisers are model arguments, so
+    ``configure_optimizers`` and its parameter groups are never replaced silently.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("auto_configure_optimizers", False)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.num_items", "model.init_args.num_items", apply_on="instantiate")
+        parser.link_arguments("data.init_args.max_len", "model.init_args.max_len")
+        parser.add_argument("--test_after_fit", type=bool, default=True,
+                            help="After fit, test the best checkpoint, print a metrics table and write metrics.json.")
+
+    def before_fit(self) -> None:
+        self._fit_started = time.perf_counter()
+
+    def after_fit(self) -> None:
+        if not self.config[self.subcommand].get("test_after_fit", True) or self.trainer.interrupted:
+            return
+        fit_seconds = time.perf_counter() - self._fit_started
+        best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
+        results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, verbose=False)
+        self._report(results, {"fit_seconds": round(fit_seconds, 2),
+                               "epochs": self.trainer.current_epoch,
+                               "seconds_per_epoch": round(fit_seconds / max(1, self.trainer.current_epoch), 3),
+                               "best_checkpoint": best,
+                               "best_valid": _as_float(getattr(self.trainer.checkpoint_callback, "best_model_score", None))})
+
+    def after_test(self) -> None:
+        self._report([dict(self.trainer.callback_metrics)], {"checkpoint": self.config["test"].get("ckpt_path")})
+
+    def _report(self, results: list[dict], extra: dict) -> None:
+        if self.trainer.global_rank != 0:
+            return
+        metrics = {k: _as_float(v) for k, v in (results[0] if results else {}).items() if k.startswith("test/")}
+        data = getattr(self.datamodule, "data", None)
+        report = {**metrics, **extra,
+                  "seed": self.config[self.subcommand].get("seed_everything"),
+                  "dataset": getattr(data, "name", None),
+                  "data_key": getattr(data, "key", None),
+                  "git_commit": git_commit(),
+                  "versions": package_versions()}
+        out = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "metrics.json"
+        write_json_atomic(out, report)
+        print(format_metrics_table(metrics))
+        print(f"metrics written to {out}")
+
+
+def _as_float(v):
+    if v is None:
+        return None
+    return float(v.item()) if hasattr(v, "item") else float(v)
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in REPORT_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def format_metrics_table(metrics: dict[str, float], prefix: str = "test") -> str:
+    """HR and NDCG at each K as a small table (values ×100), then MRR."""
+    ks = sorted({int(k.split("@")[1]) for k in metrics if "@" in k})
+    lines = [f"{prefix} metrics (×100)", f"{'K':>4} {'HR':>8} {'NDCG':>8}"]
+    for k in ks:
+        lines.append(f"{k:>4} {100 * metrics.get(f'{prefix}/hr@{k}', float('nan')):8.2f} "
+                     f"{100 * metrics.get(f'{prefix}/ndcg@{k}', float('nan')):8.2f}")
+    if f"{prefix}/mrr" in metrics:
+        lines.append(f" MRR {100 * metrics[f'{prefix}/mrr']:8.2f}")
+    return "\n".join(lines)
+
+
+def data_main(argv: list[str]) -> None:
+    from jsonargparse import auto_cli
+
+    from sicsrec.data import tools
+
+    auto_cli({"generate": tools.generate, "prepare": tools.prepare_dataset, "stats": tools.stats},
+             args=argv, as_positional=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if argv[:1] == ["data"]:
+            data_main(argv[1:])
+        else:
+            SicsrecCLI(args=argv)
+    except DataError as err:
+        print(f"sicsrec: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Turning prepared sequences into training and evaluation samples, and samples into batches.
+
+Training puts the loss at every position of each training sequence (``all_positions``):
+the same targets as RecBole's prefix duplication, fed once. ``prefixes`` reproduces RecBole
+exactly (one sample per prefix, loss at its last position). Target 0 means "no loss here".
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Literal, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import Dataset, Sampler
+
+TrainTargets = Literal["all_positions", "prefixes"]
+
+
+def training_samples(train_parts: Sequence[np.ndarray], max_len: int, mode: TrainTargets = "all_positions",
+                     stride: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(input, target) pairs. Sequences longer than ``max_len`` become overlapping windows.
+
+    Each later window sees ``max_len`` items of context but only carries the loss for the
+    targets the previous windows did not cover, so every target is trained exactly once.
+    """
+    stride = stride or max(1, max_len // 2)
+    samples = []
+    for seq in train_parts:
+        if len(seq) < 2:
+            continue
+        if mode == "prefixes":
+            for i in range(1, len(seq)):
+                x = seq[max(0, i - max_len): i]
+                y = np.zeros_like(x)
+                y[-1] = seq[i]
+                samples.append((x, y))
+            continue
+        x, y = seq[:-1], seq[1:]
+        end, covered = min(max_len, len(x)), 0
+        while True:
+            start = end - min(max_len, end)
+            target = y[start:end].copy()
+            target[: max(0, covered - start)] = 0
+            samples.append((x[start:end], target))
+            covered = end
+            if end == len(x):
+                break
+            end = min(end + stride, len(x))
+    return samples
+
+
+class SampleDataset(Dataset):
+    def __init__(self, samples: list):
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        return self.samples[i]
+
+
+def pad(arrays: Sequence[np.ndarray], length: int | None = None) -> torch.Tensor:
+    """Right-pad with 0 to the longest array (or ``length``)."""
+    length = length or max(1, max(len(a) for a in arrays))
+    out = np.zeros((len(arrays), length), dtype=np.int64)
+    for row, a in enumerate(arrays):
+        out[row, : len(a)] = a
+    return torch.from_numpy(out)
+
+
+def collate_train(samples) -> dict[str, torch.Tensor]:
+    return {"input": pad([s[0] for s in samples]), "target": pad([s[1] for s in samples])}
+
+
+def collate_eval(samples) -> dict[str, torch.Tensor]:
+    """Eval samples are (user index, input, target, full history before the target)."""
+    return {
+        "user": torch.tensor([s[0] for s in samples], dtype=torch.long),
+        "input": pad([s[1] for s in samples]),
+        "target": torch.tensor([s[2] for s in samples], dtype=torch.long),
+        "history": pad([s[3] for s in samples]),
+    }
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Batches of similar-length samples, so short sequences are not padded to ``max_len``.
+
+    With ``shuffle``, samples are shuffled each epoch (``set_epoch``, which Lightning calls),
+    sorted by length inside mega-batches of ``50 × batch_size`` and the batches shuffled: batches
+    differ every epoch yet stay tight. Under ``torch.distributed`` each rank takes every
+    ``world_size``-th batch; training pads the list by repeating batches so ranks stay in step,
+    evaluation does not (each user is counted once by the metric anyway).
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 0,
+                 mega_batch: int = 50):
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.shuffle, self.seed, self.mega_batch = batch_size, shuffle, seed, mega_batch
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _all_batches(self) -> list[np.ndarray]:
+        n = len(self.lengths)
+        if not self.shuffle:
+            order = np.argsort(self.lengths, kind="stable")
+            return [order[i: i + self.batch_size] for i in range(0, n, self.batch_size)]
+        rng = np.random.default_rng((self.seed, self.epoch))
+        perm = rng.permutation(n)
+        chunk = self.batch_size * self.mega_batch
+        batches = []
+        for i in range(0, n, chunk):
+            part = perm[i: i + chunk]
+            part = part[np.argsort(self.lengths[part], kind="stable")]
+            batches += [part[j: j + self.batch_size] for j in range(0, len(part), self.batch_size)]
+        return [batches[k] for k in rng.permutation(len(batches))]
+
+    def _rank_batches(self) -> list[np.ndarray]:
+        batches = self._all_batches()
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return batches
+        world, rank = dist.get_world_size(), dist.get_rank()
+        if self.shuffle and len(batches) % world:
+            batches = batches + batches[: world - len(batches) % world]
+        return batches[rank::world]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for b in self._rank_batches():
+            yield b.tolist()
+
+    def __len__(self) -> int:
+        return len(self._rank_batches())

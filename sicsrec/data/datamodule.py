@@ -1,0 +1,120 @@
+"""The sequence DataModule: a prepared dataset → leave-one-out split → length-grouped batches."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from sicsrec.data.batching import (LengthGroupedBatchSampler, SampleDataset, TrainTargets, collate_eval,
+                                   collate_train, training_samples)
+from sicsrec.data.formats import Reader
+from sicsrec.data.prepare import PreparedData, prepare
+
+
+class SequenceDataModule(L.LightningDataModule):
+    """User sequences split leave-one-out: test = last item, validation = second to last.
+
+    Args:
+        root: dataset folder (relative to the working directory).
+        reader: file layout; ``null`` detects it from the files in ``root``.
+        max_len: most items a model input holds; longer histories are cut to the last ``max_len``.
+        train_targets: ``all_positions`` (each training sequence once, loss at every position)
+            or ``prefixes`` (RecBole's one-sample-per-prefix, for exact reproduction).
+        window_stride: step between training windows of sequences longer than ``max_len``
+            (default ``max_len // 2``).
+        min_seq_len: users with fewer items are dropped (and counted); 3 is the least a
+            train/validation/test split needs.
+        drop_consecutive_duplicates: collapse repeated consecutive interactions (counted).
+        shuffle_sequences: shuffle each user's items before splitting — a negative control
+            that destroys order while keeping every user's item set.
+        text_column: which title language content steps read (``en`` or ``zh``).
+        batch_size: training batch size (sequences, or prefixes with ``prefixes``).
+        eval_batch_size: users per evaluation batch.
+        num_workers: DataLoader workers (batches are small integer tensors: 0 is usually fastest).
+        cache_dir: cache folder; default ``$SICSREC_CACHE`` or ``~/.cache/sicsrec``.
+        seed: seed of the batch order and of ``shuffle_sequences``.
+    """
+
+    def __init__(self, root: str, reader: Reader | None = None, max_len: int = 50,
+                 train_targets: TrainTargets = "all_positions", window_stride: int | None = None,
+                 min_seq_len: int = 3, drop_consecutive_duplicates: bool = False,
+                 shuffle_sequences: bool = False, text_column: str = "en", batch_size: int = 1024,
+                 eval_batch_size: int = 2048, num_workers: int = 0, cache_dir: str | None = None,
+                 seed: int = 2024):
+        super().__init__()
+        self.save_hyperparameters(ignore=["reader"])
+        self.root, self.reader = Path(root), reader
+        self.max_len, self.train_targets, self.window_stride = max_len, train_targets, window_stride
+        self.min_seq_len, self.drop_consecutive_duplicates = min_seq_len, drop_consecutive_duplicates
+        self.shuffle_sequences, self.text_column = shuffle_sequences, text_column
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.cache_dir, self.seed = cache_dir, seed
+
+    @cached_property
+    def data(self) -> PreparedData:
+        data = prepare(self.root, self.reader, self.min_seq_len, self.drop_consecutive_duplicates, self.cache_dir)
+        if self.text_column not in data.titles:
+            from sicsrec.data.errors import DataError
+
+            raise DataError(self.root, f"text_column {self.text_column!r} not in this dataset's titles "
+                                       f"({', '.join(data.titles)})")
+        return data
+
+    @property
+    def num_items(self) -> int:
+        return self.data.num_items
+
+    @cached_property
+    def sequences(self) -> list[np.ndarray]:
+        seqs = [self.data.sequence(u) for u in range(self.data.num_users)]
+        if self.shuffle_sequences:
+            rng = np.random.default_rng(self.seed)
+            seqs = [rng.permutation(s) for s in seqs]
+        return seqs
+
+    @cached_property
+    def train_parts(self) -> list[np.ndarray]:
+        return [s[:-2] for s in self.sequences]
+
+    def eval_samples(self, split: str) -> list:
+        """One sample per user: (user, last ``max_len`` items before the target, target, history)."""
+        cut = 2 if split == "valid" else 1
+        out = []
+        for user, s in enumerate(self.sequences):
+            history = s[: len(s) - cut]
+            out.append((user, history[-self.max_len:], int(s[len(s) - cut]), history))
+        return out
+
+    def train_item_counts(self) -> torch.Tensor:
+        """Interactions per item in the training parts (index 0 = padding): the popularity baseline."""
+        counts = np.bincount(np.concatenate(self.train_parts), minlength=self.num_items + 1)
+        counts[0] = 0
+        return torch.from_numpy(counts)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in ("fit", None) and not hasattr(self, "train_set"):
+            samples = training_samples(self.train_parts, self.max_len, self.train_targets, self.window_stride)
+            self.train_set = SampleDataset(samples)
+        for split in ("valid", "test"):
+            if not hasattr(self, f"{split}_set"):
+                setattr(self, f"{split}_set", SampleDataset(self.eval_samples(split)))
+
+    def _loader(self, dataset: SampleDataset, batch_size: int, shuffle: bool, collate) -> DataLoader:
+        lengths = [len(s[1] if collate is collate_eval else s[0]) for s in dataset.samples]
+        sampler = LengthGroupedBatchSampler(lengths, batch_size, shuffle, self.seed)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, True, collate_train)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.valid_set, self.eval_batch_size, False, collate_eval)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size, False, collate_eval)

@@ -1,0 +1,329 @@
+"""Readers: dataset files on disk → one in-memory :class:`RawDataset`.
+
+Three on-disk layouts are understood (and generated data is written in the second):
+
+* ``sequences`` — the preprocessed NineRec folders: ``sequential_data.txt`` (user id, then
+  the user's items in time order) and ``<name>_item.csv`` (item id, Chinese, English; no header).
+* ``ninerec`` — the NineRec release: ``X_item.csv``, ``X_pair.csv`` (user/item order detected)
+  or ``X_behaviour.tsv``, and covers in ``X_cover/<item id>.jpg``.
+* ``catalogue`` — a team's own files: interactions CSV/Parquet with configurable
+  user/item/timestamp columns, and an item table with id, title(s) and an optional image path.
+
+Every problem with the files is a :class:`DataError` naming file, line and problem.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from sicsrec.data.errors import DataError
+
+csv.field_size_limit(1 << 24)
+
+TITLE_COLUMNS = ("zh", "en")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+
+@dataclass
+class RawDataset:
+    """A dataset as read: original (string) ids, titles per language, optional cover paths."""
+
+    name: str
+    item_ids: list[str]
+    titles: dict[str, list[str]]
+    images: list[str | None] | None
+    user_ids: list[str]
+    sequences: list[list[str]]
+    sources: list[Path]
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def read_text(path: Path) -> str:
+    """Read UTF-8 text; bad bytes are reported with their line, not a codec traceback."""
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataError(path, f"bytes that are not UTF-8 at byte {err.start}", line,
+                        "re-save the file as UTF-8") from None
+    if not text.strip():
+        raise DataError(path, "file is empty")
+    return text
+
+
+def csv_records(path: Path, delimiter: str = ","):
+    """Yield ``(line, fields)`` for each non-blank CSV record; ``line`` is where it starts."""
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter, strict=True)
+    start = 1
+    try:
+        for fields in reader:
+            line, start = start, reader.line_num + 1
+            if fields and any(f.strip() for f in fields):
+                yield line, fields
+    except csv.Error as err:
+        raise DataError(path, f"malformed CSV: {err}", reader.line_num + 1,
+                        "check the quoting of this record") from None
+
+
+def read_item_table(path: Path, n_columns: int, id_kind: Literal["int", "str"]) -> tuple[list[str], dict[str, list[str]]]:
+    """Read a headerless ``id, zh, en`` item file."""
+    ids: list[str] = []
+    titles: dict[str, list[str]] = {c: [] for c in TITLE_COLUMNS}
+    seen: dict[str, int] = {}
+    for line, fields in csv_records(path):
+        if line == 1 and fields[0].strip().lower() in ("item_id", "id", "item"):
+            continue  # a header row
+        if len(fields) != n_columns:
+            raise DataError(path, f"expected {n_columns} columns (item id, Chinese title, English title), "
+                                  f"found {len(fields)}", line,
+                            "quote titles that contain commas")
+        item = fields[0].strip()
+        if not item or (id_kind == "int" and not item.isdigit()):
+            raise DataError(path, f"item id {item!r} is not a non-negative integer", line)
+        if item in seen:
+            raise DataError(path, f"duplicate item id {item!r} (first on line {seen[item]})", line)
+        seen[item] = line
+        ids.append(item)
+        titles["zh"].append(fields[1].strip())
+        titles["en"].append(fields[2].strip())
+    if not ids:
+        raise DataError(path, "no items in the item file")
+    return ids, titles
+
+
+def find_one(root: Path, pattern: str, what: str) -> Path:
+    matches = sorted(root.glob(pattern))
+    if not matches:
+        raise DataError(root, f"no {what} ({pattern}) in this folder")
+    if len(matches) > 1:
+        raise DataError(root, f"several {what} files: {', '.join(m.name for m in matches)}",
+                        hint="keep one dataset per folder")
+    return matches[0]
+
+
+def check_items_known(path: Path, line: int, items: list[str], known: dict[str, int], item_file: Path) -> None:
+    for item in items:
+        if item not in known:
+            raise DataError(path, f"item {item!r} is not in the item file {item_file.name}", line)
+
+
+class SequenceFormat:
+    """``sequential_data.txt`` + ``<name>_item.csv`` (the layout of ``../shared/data/ninerec``)."""
+
+    def read(self, root: Path) -> RawDataset:
+        seq_path = root / "sequential_data.txt"
+        if not seq_path.is_file():
+            raise DataError(seq_path, "file not found")
+        item_path = find_one(root, "*_item.csv", "item file")
+        item_ids, titles = read_item_table(item_path, 3, "int")
+        known = {item: i for i, item in enumerate(item_ids)}
+        users, sequences, empty = [], [], 0
+        seen_users: dict[str, int] = {}
+        for line, raw in enumerate(read_text(seq_path).splitlines(), start=1):
+            tokens = raw.split()
+            if not tokens:
+                continue
+            bad = next((t for t in tokens if not t.isdigit()), None)
+            if bad is not None:
+                raise DataError(seq_path, f"id {bad!r} is not a non-negative integer", line)
+            user, items = tokens[0], tokens[1:]
+            if user in seen_users:
+                raise DataError(seq_path, f"user {user} appears twice (first on line {seen_users[user]})", line)
+            seen_users[user] = line
+            if not items:
+                empty += 1
+                continue
+            check_items_known(seq_path, line, items, known, item_path)
+            users.append(user)
+            sequences.append(items)
+        if not sequences:
+            raise DataError(seq_path, "no user has any item")
+        return RawDataset(root.name, item_ids, titles, None, users, sequences, [seq_path, item_path],
+                          {"users_without_items": empty})
+
+
+class NineRecFormat:
+    """The NineRec release: ``X_item.csv``, ``X_pair.csv`` or ``X_behaviour.tsv``, ``X_cover/``.
+
+    Args:
+        pair_order: column order of ``X_pair.csv``. ``auto`` detects it from which column
+            holds item ids; a file where both could be items must say it explicitly.
+    """
+
+    def __init__(self, pair_order: Literal["auto", "user_item", "item_user"] = "auto"):
+        self.pair_order = pair_order
+
+    def read(self, root: Path) -> RawDataset:
+        item_path = find_one(root, "*_item.csv", "item file")
+        name = item_path.name[: -len("_item.csv")]
+        item_ids, titles = read_item_table(item_path, 3, "str")
+        known = {item: i for i, item in enumerate(item_ids)}
+        pair_path, behaviour_path = root / f"{name}_pair.csv", root / f"{name}_behaviour.tsv"
+        if pair_path.is_file():
+            users, sequences = self._read_pairs(pair_path, known, item_path)
+            sources = [item_path, pair_path]
+        elif behaviour_path.is_file():
+            users, sequences = self._read_behaviour(behaviour_path, known, item_path)
+            sources = [item_path, behaviour_path]
+        else:
+            raise DataError(root, f"neither {pair_path.name} nor {behaviour_path.name} found")
+        cover_dir = root / f"{name}_cover"
+        images = None
+        if cover_dir.is_dir():
+            files = {p.stem: p for p in cover_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+            images = [str(files[i]) if i in files else None for i in item_ids]
+        return RawDataset(name, item_ids, titles, images, users, sequences, sources)
+
+    def _read_pairs(self, path: Path, known: dict[str, int], item_path: Path):
+        rows = []
+        for line, fields in csv_records(path):
+            if len(fields) != 3:
+                raise DataError(path, f"expected 3 columns (user, item, timestamp in some order), "
+                                      f"found {len(fields)}", line)
+            rows.append((line, *(f.strip() for f in fields)))
+        order = self.pair_order
+        if order == "auto":
+            first_items = all(r[1] in known for r in rows)
+            second_items = all(r[2] in known for r in rows)
+            if first_items == second_items:
+                why = "both" if first_items else "neither"
+                raise DataError(path, f"cannot tell which column holds items: {why} of the first two "
+                                      "columns match the item file",
+                                hint="set pair_order: user_item or item_user")
+            order = "item_user" if first_items else "user_item"
+        user_col, item_col = (1, 2) if order == "user_item" else (2, 1)
+        by_user: dict[str, list[tuple[float, int, str]]] = {}
+        for k, row in enumerate(rows):
+            line, user, item, stamp = row[0], row[user_col], row[item_col], row[3]
+            if item not in known:
+                raise DataError(path, f"item {item!r} is not in the item file {item_path.name}", line)
+            try:
+                t = float(stamp)
+            except ValueError:
+                raise DataError(path, f"timestamp {stamp!r} is not a number", line) from None
+            by_user.setdefault(user, []).append((t, k, item))
+        users = list(by_user)
+        sequences = [[item for _, _, item in sorted(by_user[u])] for u in users]  # stable by file order
+        return users, sequences
+
+    def _read_behaviour(self, path: Path, known: dict[str, int], item_path: Path):
+        users, sequences = [], []
+        for line, raw in enumerate(read_text(path).splitlines(), start=1):
+            if not raw.strip():
+                continue
+            user, _, rest = raw.partition("\t")
+            items = rest.split()
+            if not items:
+                continue
+            check_items_known(path, line, items, known, item_path)
+            users.append(user.strip())
+            sequences.append(items)
+        return users, sequences
+
+
+class CatalogueFormat:
+    """A team's own catalogue: an interactions table and an item table (CSV or Parquet).
+
+    Interactions are sorted by user, then timestamp, stably: ties keep file order.
+    Image paths are relative to the item table's folder.
+    """
+
+    def __init__(self, interactions: str = "interactions.csv", items: str = "items.csv",
+                 user_column: str = "user_id", item_column: str = "item_id",
+                 time_column: str | None = "timestamp", item_id_column: str = "item_id",
+                 title_columns: dict[str, str] | None = None, image_column: str | None = None):
+        self.interactions, self.items = interactions, items
+        self.user_column, self.item_column, self.time_column = user_column, item_column, time_column
+        self.item_id_column = item_id_column
+        self.title_columns = title_columns or {"en": "title"}
+        self.image_column = image_column
+
+    @staticmethod
+    def _table(path: Path, columns: list[str]):
+        import pandas as pd
+
+        if not path.is_file():
+            raise DataError(path, "file not found")
+        try:
+            if path.suffix == ".parquet":
+                frame = pd.read_parquet(path)
+            else:
+                read_text(path)  # encoding and emptiness, reported with a line
+                frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except DataError:
+            raise
+        except Exception as err:  # pandas/pyarrow parse errors
+            raise DataError(path, f"cannot parse table: {err}") from None
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise DataError(path, f"missing column(s) {missing}; found {list(frame.columns)}",
+                            1, "set the *_column options to this file's names")
+        return frame
+
+    def read(self, root: Path) -> RawDataset:
+        item_path = root / self.items
+        inter_path = root / self.interactions
+        title_cols = dict(self.title_columns)
+        cols = [self.item_id_column, *title_cols.values()] + ([self.image_column] if self.image_column else [])
+        items = self._table(item_path, cols)
+        item_ids = items[self.item_id_column].astype(str).str.strip().tolist()
+        seen: dict[str, int] = {}
+        for row, item in enumerate(item_ids):
+            if item in seen:
+                raise DataError(item_path, f"duplicate item id {item!r} (first on line {seen[item]})", row + 2)
+            seen[item] = row + 2
+        titles = {lang: items[col].astype(str).tolist() for lang, col in title_cols.items()}
+        images = None
+        if self.image_column:
+            images = [str(item_path.parent / p) if p else None for p in items[self.image_column].astype(str)]
+        inter_cols = [self.user_column, self.item_column] + ([self.time_column] if self.time_column else [])
+        inter = self._table(inter_path, inter_cols)
+        inter = inter.assign(_line=range(2, len(inter) + 2))
+        inter[self.item_column] = inter[self.item_column].astype(str).str.strip()
+        unknown = ~inter[self.item_column].isin(seen)
+        if unknown.any():
+            first = inter[unknown].iloc[0]
+            raise DataError(inter_path, f"item {first[self.item_column]!r} is not in the item table {item_path.name}",
+                            int(first["_line"]))
+        keys = [self.user_column]
+        if self.time_column:
+            import pandas as pd
+
+            times = pd.to_numeric(inter[self.time_column], errors="coerce")
+            if times.isna().any():
+                bad = inter[times.isna()].iloc[0]
+                raise DataError(inter_path, f"timestamp {bad[self.time_column]!r} is not a number", int(bad["_line"]))
+            inter = inter.assign(_time=times)
+            keys.append("_time")
+        inter = inter.sort_values(keys, kind="stable")
+        users, sequences = [], []
+        for user, group in inter.groupby(self.user_column, sort=False):
+            users.append(str(user))
+            sequences.append(group[self.item_column].tolist())
+        return RawDataset(root.name, item_ids, titles, images, users, sequences, [item_path, inter_path])
+
+
+Reader = SequenceFormat | NineRecFormat | CatalogueFormat
+
+
+def detect_reader(root: Path) -> Reader:
+    """Pick the reader from the files present in ``root``."""
+    if not root.is_dir():
+        raise DataError(root, "dataset folder not found", hint="set data.root to a dataset folder")
+    if (root / "sequential_data.txt").is_file():
+        return SequenceFormat()
+    if list(root.glob("*_item.csv")) and (list(root.glob("*_pair.csv")) or list(root.glob("*_behaviour.tsv"))):
+        return NineRecFormat()
+    if list(root.glob("interactions.*")) and list(root.glob("items.*")):
+        inter = sorted(root.glob("interactions.*"))[0].name
+        items = sorted(root.glob("items.*"))[0].name
+        return CatalogueFormat(interactions=inter, items=items)
+    raise DataError(root, "no known dataset layout here (sequential_data.txt, X_item.csv + X_pair.csv, "
+                          "or interactions.* + items.*)")

@@ -1,0 +1,161 @@
+"""Raw dataset → prepared dataset: remapped ids (0 = padding), filtered users, statistics; cached.
+
+The cache lives under the cache folder (``$SICSREC_CACHE``), keyed by the source files'
+contents and the preparation options, so it is reused until either changes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sicsrec.data.errors import DataError
+from sicsrec.data.formats import RawDataset, Reader, detect_reader
+from sicsrec.io import atomic_path, cache_root, hash_files
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+
+
+@dataclass
+class PreparedData:
+    """Sequences of internal item ids (1..num_items) with the maps back to original ids."""
+
+    name: str
+    key: str
+    item_ids: list[str]            # item_ids[i - 1] is the original id of internal item i
+    user_ids: list[str]
+    offsets: np.ndarray            # user u's items are items[offsets[u]:offsets[u + 1]]
+    items: np.ndarray
+    titles: dict[str, list[str]]   # per language, aligned with item_ids
+    images: list[str | None] | None
+    stats: dict
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_ids)
+
+    def sequence(self, user: int) -> np.ndarray:
+        return self.items[self.offsets[user]: self.offsets[user + 1]]
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def save(self, path: Path) -> None:
+        meta = {k: getattr(self, k) for k in ("name", "key", "item_ids", "user_ids", "titles", "images", "stats")}
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, offsets=self.offsets, items=self.items, meta=np.array(json.dumps(meta)))
+
+    @classmethod
+    def load(cls, path: Path) -> "PreparedData":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                return cls(offsets=z["offsets"], items=z["items"], **meta)
+        except Exception as err:
+            raise DataError(path, f"prepared-data cache is unreadable ({err})",
+                            hint="delete it and run again") from None
+
+
+def build(raw: RawDataset, key: str, min_seq_len: int = 3, drop_consecutive_duplicates: bool = False) -> PreparedData:
+    """Remap ids, drop users too short to split, count every drop."""
+    index = {item: i + 1 for i, item in enumerate(raw.item_ids)}
+    users, seqs = [], []
+    dropped_short = duplicates = 0
+    for user, seq in zip(raw.user_ids, raw.sequences):
+        ids = [index[i] for i in seq]
+        if drop_consecutive_duplicates:
+            kept = [x for k, x in enumerate(ids) if k == 0 or x != ids[k - 1]]
+            duplicates += len(ids) - len(kept)
+            ids = kept
+        if len(ids) < min_seq_len:
+            dropped_short += 1
+            continue
+        users.append(user)
+        seqs.append(np.asarray(ids, dtype=np.int64))
+    if not seqs:
+        raise DataError(raw.sources[0], f"no user has at least {min_seq_len} items",
+                        hint="lower data.min_seq_len")
+    lengths = np.array([len(s) for s in seqs])
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    flat = np.concatenate(seqs)
+    n_items = len(raw.item_ids)
+    seen = np.zeros(n_items + 1, dtype=bool)
+    seen[flat] = True
+    stats = {
+        "users": len(users),
+        "items": n_items,
+        "interactions": int(flat.size),
+        "avg_length": round(float(lengths.mean()), 3),
+        "median_length": float(np.median(lengths)),
+        "min_length": int(lengths.min()),
+        "max_length": int(lengths.max()),
+        "density": round(float(flat.size) / (len(users) * n_items), 6),
+        "items_never_seen": int(n_items - seen[1:].sum()),
+        "dropped_users_too_short": dropped_short,
+        "dropped_consecutive_duplicates": duplicates,
+        "covers": sum(p is not None for p in raw.images) if raw.images else 0,
+        **raw.counts,
+    }
+    return PreparedData(raw.name, key, list(raw.item_ids), users, offsets, flat,
+                        {k: list(v) for k, v in raw.titles.items()}, raw.images, stats)
+
+
+def reader_spec(reader: Reader) -> dict:
+    return {"class": type(reader).__name__, **vars(reader)}
+
+
+def prepare(root: str | Path, reader: Reader | None = None, min_seq_len: int = 3,
+            drop_consecutive_duplicates: bool = False, cache_dir: str | Path | None = None) -> PreparedData:
+    """Read and prepare ``root`` once; later calls with unchanged files and options load the cache."""
+    root = Path(root)
+    reader = reader or detect_reader(root)
+    if not root.is_dir():
+        raise DataError(root, "dataset folder not found", hint="set data.root to a dataset folder")
+    options = {"reader": reader_spec(reader), "min_seq_len": min_seq_len,
+               "drop_consecutive_duplicates": drop_consecutive_duplicates, "version": FORMAT_VERSION}
+    sources = source_files(root, reader)
+    key = hash_files(sources, extra=options)
+    path = cache_root(cache_dir) / "prepared" / f"{root.name}-{key[:16]}.npz"
+    if path.is_file():
+        data = PreparedData.load(path)
+        if data.key == key:
+            return data
+        log.warning("prepared cache %s has another key; rebuilding", path)
+    raw = reader.read(root)
+    data = build(raw, key, min_seq_len, drop_consecutive_duplicates)
+    data.save(path)
+    log.info("prepared %s → %s", root, path)
+    return data
+
+
+def source_files(root: Path, reader: Reader) -> list[Path]:
+    """The files whose contents define the dataset (covers are keyed later, by the feature cache)."""
+    from sicsrec.data.formats import CatalogueFormat, SequenceFormat
+
+    if isinstance(reader, SequenceFormat):
+        files = [root / "sequential_data.txt", *root.glob("*_item.csv")]
+    elif isinstance(reader, CatalogueFormat):
+        files = [root / reader.interactions, root / reader.items]
+    else:
+        files = [*root.glob("*_item.csv"), *root.glob("*_pair.csv"), *root.glob("*_behaviour.tsv")]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise DataError(missing[0], "file not found")
+    return files
+
+
+def format_stats(data: PreparedData) -> str:
+    width = max(len(k) for k in data.stats)
+    lines = [f"dataset {data.name} (key {data.key[:12]})"]
+    lines += [f"  {k:<{width}}  {v:,}" if isinstance(v, int) else f"  {k:<{width}}  {v}" for k, v in data.stats.items()]
+    return "\n".join(lines)

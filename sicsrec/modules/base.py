@@ -1,0 +1,64 @@
+"""What every recommender stage shares: full-ranking validation/test, optimiser set-up."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+from sicsrec.evaluation import Protocol, RankingMetrics
+
+
+def last_positions(hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """State at each row's last real (non-padding) position of right-padded inputs."""
+    last = (items > 0).sum(1).clamp(min=1) - 1
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+def parameter_groups(module: nn.Module) -> list[dict]:
+    """Trainable parameters in two groups: weight decay applies to weights, not to biases and norms."""
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class RecommenderModule(L.LightningModule):
+    """Subclasses implement ``score(batch) -> (B, num_items + 1)`` and ``training_step``."""
+
+    def __init__(self, protocol: Protocol, optimizer: OptimizerCallable, scheduler: LRSchedulerCallable | None,
+                 monitor: str = "valid/hr@10"):
+        super().__init__()
+        self.optimizer, self.scheduler, self.monitor = optimizer, scheduler, monitor
+        self.valid_metrics = RankingMetrics(protocol=protocol)
+        self.test_metrics = RankingMetrics(protocol=protocol)
+
+    def score(self, batch: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.valid_metrics.update(batch["user"], self.score(batch), batch["target"], batch["history"])
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self.test_metrics.update(batch["user"], self.score(batch), batch["target"], batch["history"])
+
+    def _log_metrics(self, metric: RankingMetrics, prefix: str) -> None:
+        values = metric.compute()
+        values.pop("users")
+        self.log_dict({f"{prefix}/{k}": v for k, v in values.items()}, prog_bar=False)
+        metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics(self.valid_metrics, "valid")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics(self.test_metrics, "test")
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer(parameter_groups(self))
+        if self.scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": self.scheduler(optimizer), "monitor": self.monitor}}

@@ -1,0 +1,59 @@
+"""Stage one: pre-training the sequence encoders. Today: the ID-modality encoder (SASRec)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+
+from sicsrec.evaluation import Protocol
+from sicsrec.modules.base import RecommenderModule, last_positions
+from sicsrec.nn.id_encoder import IDEncoder
+from sicsrec.nn.losses import Scoring, full_softmax_ce, item_scores
+
+
+class Stage1Module(RecommenderModule):
+    """ID-modality sequence encoder trained with softmax cross-entropy over all items.
+
+    Args:
+        num_items: catalogue size without padding; linked from the DataModule.
+        max_len: longest input; linked from the DataModule.
+        hidden_size, inner_size, num_layers, num_heads: Transformer shape.
+        dropout: on embeddings and after attention/feed-forward blocks.
+        attn_dropout: on attention probabilities.
+        item_dropout: dropout on the item table used for scoring (training only).
+        layer_norm_eps, init_std: RecBole uses 1e-12 and N(0, 0.02).
+        scoring: ``dot`` product with the item table, or ``cosine`` divided by ``temperature``.
+        protocol: ``recbole`` (history not masked) or ``ninerec`` (history masked) at evaluation.
+        optimizer, scheduler: callables; parameter groups (no decay on biases/norms) are kept.
+    """
+
+    def __init__(self, num_items: int, max_len: int = 50, hidden_size: int = 256, inner_size: int = 256,
+                 num_layers: int = 2, num_heads: int = 2, dropout: float = 0.5, attn_dropout: float = 0.5,
+                 item_dropout: float = 0.0, layer_norm_eps: float = 1e-12, init_std: float = 0.02,
+                 activation: str = "gelu", scoring: Scoring = "dot", temperature: float = 1.0,
+                 protocol: Protocol = "recbole",
+                 optimizer: OptimizerCallable = torch.optim.Adam,
+                 scheduler: LRSchedulerCallable | None = None):
+        super().__init__(protocol, optimizer, scheduler)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.id_encoder = IDEncoder(num_items, hidden_size, inner_size, num_layers, num_heads, dropout,
+                                    attn_dropout, max_len, layer_norm_eps, init_std, activation)
+        self.item_dropout, self.scoring, self.temperature = item_dropout, scoring, temperature
+
+    def _item_table(self) -> torch.Tensor:
+        return F.dropout(self.id_encoder.item_embedding.weight, self.item_dropout, self.training)
+
+    def score(self, batch: dict) -> torch.Tensor:
+        user = last_positions(self.id_encoder(batch["input"]), batch["input"])
+        return item_scores(user, self._item_table(), self.scoring, self.temperature)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        hidden = self.id_encoder(batch["input"])
+        mask = batch["target"] > 0
+        scores = item_scores(hidden[mask], self._item_table(), self.scoring, self.temperature)
+        loss = full_softmax_ce(scores, batch["target"][mask])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss {loss.item()} at global step {self.global_step}")
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=int(mask.sum()))
+        return loss
