@@ -12,18 +12,18 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
-from sicsrec.data.errors import DataError
+from sicsrec.errors import ConfigError, DataError
 from sicsrec.io import write_json_atomic
 
 REPORT_PACKAGES = ("sicsrec", "torch", "lightning", "numpy", "transformers", "peft", "timm")
 
 
 class SicsrecCLI(LightningCLI):
-    """LightningCLI with the data→model links and a test + report after ``fit``.
+    """LightningCLI with a test + report after ``fit``.
 
-    ``model.num_items`` comes from the data (linked at instantiation, so it can neither be
-    set by hand nor drift from the data); ``model.max_len`` follows ``data.max_len``.
-    A top-level ``optimizer:`` key is rejected: optimisers are model arguments, so
+    ``model.num_items`` and ``model.max_len`` are left ``null``: the model takes them from the
+    DataModule in ``setup``; a value set by hand that disagrees with the data is an error
+    (jsonargparse links would override it silently). A top-level ``optimizer:`` key is rejected: optimisers are model arguments, so
     ``configure_optimizers`` and its parameter groups are never replaced silently.
     """
 
@@ -35,8 +35,6 @@ class SicsrecCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data.num_items", "model.init_args.num_items", apply_on="instantiate")
-        parser.link_arguments("data.init_args.max_len", "model.init_args.max_len")
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="After fit, test the best checkpoint, print a metrics table and write metrics.json.")
 
@@ -121,14 +119,15 @@ def data_main(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+    """Entry point; ``argv`` (without the program name) lets tests call the CLI in-process."""
+    args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        if argv[:1] == ["data"]:
-            data_main(argv[1:])
+        if args[:1] == ["data"]:
+            data_main(args[1:])
         else:
             SicsrecCLI(args=argv)
-    except DataError as err:
+    except (DataError, ConfigError) as err:
         print(f"sicsrec: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -1,7 +1,7 @@
 """Files → prepared dataset → batches."""
 
 from sicsrec.data.datamodule import SequenceDataModule
-from sicsrec.data.errors import DataError
+from sicsrec.errors import DataError
 from sicsrec.data.formats import CatalogueFormat, NineRecFormat, RawDataset, SequenceFormat
 from sicsrec.data.prepare import PreparedData, prepare
 

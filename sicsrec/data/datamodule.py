@@ -38,6 +38,8 @@ class SequenceDataModule(L.LightningDataModule):
         num_workers: DataLoader workers (batches are small integer tensors: 0 is usually fastest).
         cache_dir: cache folder; default ``$SICSREC_CACHE`` or ``~/.cache/sicsrec``.
         seed: seed of the batch order and of ``shuffle_sequences``.
+        generate_if_missing: if ``root`` does not exist, write a generated dataset there
+            (2,000 users, 300 items, seed 0; see ``sicsrec data generate`` for other sizes).
     """
 
     def __init__(self, root: str, reader: Reader | None = None, max_len: int = 50,
@@ -45,7 +47,7 @@ class SequenceDataModule(L.LightningDataModule):
                  min_seq_len: int = 3, drop_consecutive_duplicates: bool = False,
                  shuffle_sequences: bool = False, text_column: str = "en", batch_size: int = 1024,
                  eval_batch_size: int = 2048, num_workers: int = 0, cache_dir: str | None = None,
-                 seed: int = 2024):
+                 seed: int = 2024, generate_if_missing: bool = False):
         super().__init__()
         self.save_hyperparameters(ignore=["reader"])
         self.root, self.reader = Path(root), reader
@@ -53,13 +55,17 @@ class SequenceDataModule(L.LightningDataModule):
         self.min_seq_len, self.drop_consecutive_duplicates = min_seq_len, drop_consecutive_duplicates
         self.shuffle_sequences, self.text_column = shuffle_sequences, text_column
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-        self.cache_dir, self.seed = cache_dir, seed
+        self.cache_dir, self.seed, self.generate_if_missing = cache_dir, seed, generate_if_missing
 
     @cached_property
     def data(self) -> PreparedData:
+        if self.generate_if_missing and not self.root.exists():
+            from sicsrec.data.generate import generate
+
+            generate(self.root, users=2000, items=300, seed=0)
         data = prepare(self.root, self.reader, self.min_seq_len, self.drop_consecutive_duplicates, self.cache_dir)
         if self.text_column not in data.titles:
-            from sicsrec.data.errors import DataError
+            from sicsrec.errors import DataError
 
             raise DataError(self.root, f"text_column {self.text_column!r} not in this dataset's titles "
                                        f"({', '.join(data.titles)})")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from sicsrec.data.errors import DataError
+from sicsrec.errors import DataError
 
 csv.field_size_limit(1 << 24)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sicsrec.data.errors import DataError
+from sicsrec.errors import DataError
 from sicsrec.data.formats import RawDataset, Reader, detect_reader
 from sicsrec.io import atomic_path, cache_root, hash_files
 

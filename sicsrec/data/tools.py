@@ -43,7 +43,7 @@ def prepare_dataset(root: str, min_seq_len: int = 3, drop_consecutive_duplicates
         cache_dir: cache folder (default ``$SICSREC_CACHE`` or ``~/.cache/sicsrec``).
     """
     data = prepare(root, None, min_seq_len, drop_consecutive_duplicates, cache_dir)
-    from sicsrec.data.errors import DataError
+    from sicsrec.errors import DataError
 
     if text_column not in data.titles:
         raise DataError(root, f"text_column {text_column!r} not among {list(data.titles)}")

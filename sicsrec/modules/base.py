@@ -7,6 +7,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from sicsrec.errors import ConfigError
 from sicsrec.evaluation import Protocol, RankingMetrics
 
 
@@ -37,6 +38,38 @@ class RecommenderModule(L.LightningModule):
 
     def score(self, batch: dict) -> torch.Tensor:
         raise NotImplementedError
+
+    def build(self) -> None:
+        """Create the networks once ``hparams.num_items`` and ``hparams.max_len`` are known."""
+        raise NotImplementedError
+
+    def bind_data(self, num_items: int, max_len: int) -> None:
+        """Take the catalogue size and input length from the data; refuse a contradiction."""
+        for name, value in (("num_items", num_items), ("max_len", max_len)):
+            given = self.hparams.get(name)
+            if given is not None and given != value:
+                raise ConfigError(f"model.{name} is {given} but the data gives {value}: a checkpoint or config "
+                                  f"made for other data (leave model.{name} unset to take it from the data)")
+            self.hparams[name] = value
+            self._hparams_initial[name] = value  # what loggers record: the values actually used
+        if not self.built:
+            self.build()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("hyper_parameters", {})
+        for name in ("num_items", "max_len"):
+            if saved.get(name) is not None and self.hparams.get(name) not in (None, saved[name]):
+                raise ConfigError(f"the checkpoint was trained with {name}={saved[name]} but the data gives "
+                                  f"{self.hparams[name]}: it belongs to another dataset or max_len")
+
+    @property
+    def built(self) -> bool:
+        return any(True for _ in self.parameters())
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None:
+            self.bind_data(datamodule.num_items, datamodule.max_len)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self.valid_metrics.update(batch["user"], self.score(batch), batch["target"], batch["history"])

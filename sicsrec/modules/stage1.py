@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -16,8 +18,8 @@ class Stage1Module(RecommenderModule):
     """ID-modality sequence encoder trained with softmax cross-entropy over all items.
 
     Args:
-        num_items: catalogue size without padding; linked from the DataModule.
-        max_len: longest input; linked from the DataModule.
+        num_items: catalogue size without padding; ``null`` takes it from the DataModule.
+        max_len: longest input; ``null`` takes it from the DataModule.
         hidden_size, inner_size, num_layers, num_heads: Transformer shape.
         dropout: on embeddings and after attention/feed-forward blocks.
         attn_dropout: on attention probabilities.
@@ -28,18 +30,23 @@ class Stage1Module(RecommenderModule):
         optimizer, scheduler: callables; parameter groups (no decay on biases/norms) are kept.
     """
 
-    def __init__(self, num_items: int, max_len: int = 50, hidden_size: int = 256, inner_size: int = 256,
+    def __init__(self, num_items: int | None = None, max_len: int | None = None, hidden_size: int = 256, inner_size: int = 256,
                  num_layers: int = 2, num_heads: int = 2, dropout: float = 0.5, attn_dropout: float = 0.5,
                  item_dropout: float = 0.0, layer_norm_eps: float = 1e-12, init_std: float = 0.02,
-                 activation: str = "gelu", scoring: Scoring = "dot", temperature: float = 1.0,
+                 activation: Literal["gelu", "relu", "silu"] = "gelu", scoring: Scoring = "dot", temperature: float = 1.0,
                  protocol: Protocol = "recbole",
                  optimizer: OptimizerCallable = torch.optim.Adam,
                  scheduler: LRSchedulerCallable | None = None):
         super().__init__(protocol, optimizer, scheduler)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.id_encoder = IDEncoder(num_items, hidden_size, inner_size, num_layers, num_heads, dropout,
-                                    attn_dropout, max_len, layer_norm_eps, init_std, activation)
         self.item_dropout, self.scoring, self.temperature = item_dropout, scoring, temperature
+        if num_items is not None and max_len is not None:
+            self.build()
+
+    def build(self) -> None:
+        h = self.hparams
+        self.id_encoder = IDEncoder(h.num_items, h.hidden_size, h.inner_size, h.num_layers, h.num_heads, h.dropout,
+                                    h.attn_dropout, h.max_len, h.layer_norm_eps, h.init_std, h.activation)
 
     def _item_table(self) -> torch.Tensor:
         return F.dropout(self.id_encoder.item_embedding.weight, self.item_dropout, self.training)

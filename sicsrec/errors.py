@@ -21,3 +21,7 @@ class DataError(ValueError):
         if hint:
             message += f" ({hint})"
         super().__init__(message)
+
+
+class ConfigError(ValueError):
+    """A configuration that contradicts itself or the data (e.g. a checkpoint for another catalogue)."""

@@ -1,0 +1,34 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+NINEREC = REPO.parent / "shared" / "data" / "ninerec"
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Caches go to a per-session folder, never to ~/.cache or next to the data."""
+    os.environ["SICSREC_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ.setdefault("WANDB_MODE", "offline")
+    yield
+
+
+def ninerec(name: str) -> Path:
+    path = NINEREC / name
+    if not (path / "sequential_data.txt").is_file():
+        pytest.fail(f"real NineRec data missing: expected {path}/sequential_data.txt "
+                    "(the project reads ../shared/data/ninerec in place)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory) -> Path:
+    """A small generated dataset with covers and all three planted signals."""
+    from sicsrec.data.generate import generate
+
+    return generate(tmp_path_factory.mktemp("gen") / "Gen", users=600, items=120, seed=3)

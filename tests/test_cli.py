@@ -1,0 +1,89 @@
+"""The `sicsrec` command, called in-process."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sicsrec.cli import main
+from tests.conftest import REPO
+
+
+def tiny_config(tmp_path: Path, root: Path) -> Path:
+    cfg = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
+    cfg["trainer"].update(max_epochs=2, enable_progress_bar=False, enable_model_summary=False)
+    cfg["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / "runs")
+    cfg["data"]["init_args"].update(root=str(root), generate_if_missing=False)
+    cfg["model"]["init_args"].update(hidden_size=16, inner_size=16)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def print_config(capsys, *args) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", *args, "--print_config"])
+    assert exit_.value.code in (0, None)
+    return capsys.readouterr().out
+
+
+def test_print_config_round_trips_and_fit_uses_linked_values(tmp_path, capsys, generated):
+    first = print_config(capsys, "--config", str(tiny_config(tmp_path, generated)))
+    printed = tmp_path / "printed.yaml"
+    printed.write_text(first)
+    main(["fit", "--config", str(printed)])
+    out = capsys.readouterr().out
+    assert "test metrics" in out
+    second = print_config(capsys, "--config", str(printed))
+    assert first == second
+    assert "num_items: null" in first  # taken from the data, never a stale number in a file
+    report = json.loads(next((tmp_path / "runs").rglob("metrics.json")).read_text())
+    hparams = yaml.safe_load(next((tmp_path / "runs").rglob("hparams.yaml")).read_text())
+    assert hparams["num_items"] == 120 and hparams["max_len"] == 20
+    for key in ("test/ndcg@10", "test/hr@5", "test/mrr", "seed", "data_key", "versions", "git_commit"):
+        assert key in report
+    assert 0.0 <= report["test/ndcg@10"] <= 1.0
+    assert report["seed"] == 2024 and report["epochs"] == 2
+
+
+def test_num_items_contradicting_the_data_is_an_error_not_silently_overridden(tmp_path, capsys, generated):
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(tiny_config(tmp_path, generated)), "--model.init_args.num_items", "7"])
+    assert exit_.value.code == 2
+    assert "model.num_items is 7 but the data gives 120" in capsys.readouterr().err
+
+
+def test_top_level_optimizer_key_is_rejected(tmp_path, capsys, generated):
+    """LightningCLI's top-level `optimizer:` would silently replace configure_optimizers."""
+    path = tiny_config(tmp_path, generated)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["optimizer"] = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1}}
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(path)])
+    assert exit_.value.code != 0
+    assert "optimizer" in capsys.readouterr().err
+
+
+def test_data_generate_prepare_stats(tmp_path, capsys):
+    out = tmp_path / "G"
+    main(["data", "generate", "--out", str(out), "--users", "50", "--items", "20", "--seed", "4"])
+    assert (out / "Gen_item.csv").is_file() and len(list((out / "Gen_cover").glob("*.jpg"))) == 20
+    main(["data", "prepare", "--root", str(out)])
+    text = capsys.readouterr().out
+    assert "users" in text and "50" in text
+    main(["data", "stats", "--root", str(out)])
+    assert "interactions" in capsys.readouterr().out
+
+
+def test_bad_data_is_one_clear_line_not_a_traceback(tmp_path, capsys):
+    root = tmp_path / "bad"
+    root.mkdir()
+    (root / "X_item.csv").write_text("0,a,A\n")
+    (root / "sequential_data.txt").write_text("0 0 zz\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["data", "prepare", "--root", str(root)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "sequential_data.txt:1" in err and "'zz'" in err and "Traceback" not in err

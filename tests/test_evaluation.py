@@ -1,0 +1,76 @@
+"""Exact full ranking against a brute-force reference, with ties and history masking."""
+
+import math
+
+import torch
+
+from sicsrec.evaluation import RankingMetrics, metrics_from_ranks, target_ranks
+
+
+def brute_force_rank(scores, target, history=()):
+    masked = {h for h in history if h != target and h != 0}
+    t = scores[target]
+    rank = 0
+    for item in range(1, len(scores)):
+        if item == target or item in masked:
+            continue
+        if scores[item] >= t:  # ties count against the target (pessimistic)
+            rank += 1
+    return rank
+
+
+def test_ranks_match_brute_force_with_ties_and_masking():
+    g = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        n_users, n_items = 16, 30
+        scores = torch.randint(0, 6, (n_users, n_items + 1), generator=g).float()  # many ties
+        targets = torch.randint(1, n_items + 1, (n_users,), generator=g)
+        history = torch.randint(0, n_items + 1, (n_users, 7), generator=g)
+        history[:3, 0] = targets[:3]  # a target in its own history is never masked
+        plain = target_ranks(scores, targets)
+        masked = target_ranks(scores, targets, history)
+        for u in range(n_users):
+            s = scores[u].tolist()
+            assert plain[u].item() == brute_force_rank(s, targets[u].item())
+            assert masked[u].item() == brute_force_rank(s, targets[u].item(), history[u].tolist())
+
+
+def test_padding_is_never_ranked_and_equal_scores_get_no_credit():
+    scores = torch.zeros(1, 11)
+    scores[0, 0] = 100.0  # padding scored high: ignored
+    ranks = target_ranks(scores, torch.tensor([4]))
+    assert ranks.item() == 9  # all 10 real items tie: pessimistic rank is the last
+
+
+def test_metric_formulas():
+    ranks = torch.tensor([0, 3, 9, 10, 40])
+    m = metrics_from_ranks(ranks, ks=(5, 10))
+    assert math.isclose(m["hr@5"], 2 / 5)
+    assert math.isclose(m["hr@10"], 3 / 5)
+    assert math.isclose(m["ndcg@10"], (1 + 1 / math.log2(5) + 1 / math.log2(11)) / 5)
+    assert math.isclose(m["mrr"], sum(1 / (r + 1) for r in [0, 3, 9, 10, 40]) / 5)
+
+
+def test_each_user_is_counted_once():
+    """A DDP sampler repeats samples to even out ranks: a repeated user must not count twice."""
+    g = torch.Generator().manual_seed(1)
+    scores = torch.randn(6, 21, generator=g)
+    targets = torch.randint(1, 21, (6,), generator=g)
+    users = torch.arange(6)
+    once = RankingMetrics()
+    once.update(users, scores, targets)
+    padded = RankingMetrics()
+    padded.update(users[:4], scores[:4], targets[:4])
+    padded.update(users[2:], scores[2:], targets[2:])
+    padded.update(users[:1], scores[:1], targets[:1])
+    assert once.compute() == padded.compute()
+    assert padded.compute()["users"] == 6
+
+
+def test_protocol_decides_masking():
+    scores = torch.tensor([[0.0, 5.0, 4.0, 3.0]])
+    targets, history = torch.tensor([3]), torch.tensor([[1, 2]])
+    recbole, ninerec = RankingMetrics(ks=(1,), protocol="recbole"), RankingMetrics(ks=(1,), protocol="ninerec")
+    for m in (recbole, ninerec):
+        m.update(torch.tensor([0]), scores, targets, history)
+    assert recbole.compute()["hr@1"] == 0.0 and ninerec.compute()["hr@1"] == 1.0

@@ -1,0 +1,103 @@
+"""Prepared data, the leave-one-out split, training samples and length-grouped batches."""
+
+from collections import Counter
+
+import numpy as np
+
+from sicsrec.data import SequenceDataModule, prepare
+from sicsrec.data.batching import LengthGroupedBatchSampler, collate_train, training_samples
+from sicsrec.data.formats import SequenceFormat
+from tests.conftest import ninerec
+
+
+def test_ids_are_remapped_with_zero_as_padding_and_map_back():
+    root = ninerec("Bili_Food")
+    raw = SequenceFormat().read(root)
+    data = prepare(root)
+    assert data.items.min() == 1 and data.items.max() == data.num_items == 1579
+    for u in (0, 17, data.num_users - 1):
+        assert [data.item_ids[i - 1] for i in data.sequence(u)] == raw.sequences[u]
+        assert data.user_ids[u] == raw.user_ids[u]
+
+
+def test_cache_is_reused_until_the_source_changes(tmp_path):
+    root = tmp_path / "d"
+    root.mkdir()
+    (root / "X_item.csv").write_text("0,a,A\n1,b,B\n2,c,C\n")
+    (root / "sequential_data.txt").write_text("0 0 1 2\n1 2 1 0\n")
+    cache = tmp_path / "cache"
+    first = prepare(root, cache_dir=cache)
+    files = list((cache / "prepared").glob("*.npz"))
+    assert len(files) == 1
+    mtime = files[0].stat().st_mtime_ns
+    assert prepare(root, cache_dir=cache).key == first.key
+    assert files[0].stat().st_mtime_ns == mtime  # loaded, not rewritten
+    (root / "sequential_data.txt").write_text("0 0 1 2\n1 2 1 0 1\n")
+    second = prepare(root, cache_dir=cache)
+    assert second.key != first.key and second.stats["interactions"] == 7
+
+
+def test_leave_one_out_split():
+    dm = SequenceDataModule(str(ninerec("Bili_Food")), max_len=3)
+    dm.setup("fit")
+    seq = dm.sequences[0]
+    user, inp, target, history = dm.valid_set[0]
+    assert user == 0 and target == seq[-2] and list(history) == list(seq[:-2]) and list(inp) == list(seq[:-2][-3:])
+    _, inp, target, history = dm.test_set[0]
+    assert target == seq[-1] and list(history) == list(seq[:-1]) and list(inp) == list(seq[:-1][-3:])
+    # every training target comes from training parts only
+    n_targets = sum(int((s[1] > 0).sum()) for s in dm.train_set.samples)
+    assert n_targets == sum(max(0, len(s) - 3) for s in dm.sequences)
+
+
+def recbole_prefixes(seq, max_len):
+    return [(tuple(seq[max(0, i - max_len): i]), seq[i]) for i in range(1, len(seq))]
+
+
+def test_all_positions_trains_every_target_once_with_bounded_context():
+    rng = np.random.default_rng(0)
+    parts = [rng.integers(1, 50, size=n) for n in (1, 2, 5, 12, 31, 64)]
+    max_len = 8
+    samples = training_samples(parts, max_len, "all_positions", stride=3)
+    got = Counter()
+    for x, y in samples:
+        assert len(x) <= max_len
+        for pos in np.flatnonzero(y):
+            got[(tuple(x[: pos + 1][-max_len:]), int(y[pos]))] += 1
+    expected = Counter()
+    for s in parts:
+        for ctx, target in recbole_prefixes(list(s), max_len):
+            expected[(ctx, int(target))] += 1
+    # same number of targets; every target is trained with at least stride..max_len items of context
+    assert sum(got.values()) == sum(expected.values())
+    assert Counter(t for (_, t), n in got.items() for _ in range(n)) == \
+        Counter(t for (_, t), n in expected.items() for _ in range(n))
+
+
+def test_prefixes_reproduce_recbole_samples_exactly():
+    rng = np.random.default_rng(1)
+    parts = [rng.integers(1, 50, size=n) for n in (2, 7, 20)]
+    samples = training_samples(parts, 5, "prefixes")
+    got = sorted((tuple(x), int(y[-1])) for x, y in samples)
+    expected = sorted((c, int(t)) for s in parts for c, t in recbole_prefixes(list(s), 5))
+    assert got == expected
+    assert all((y[:-1] == 0).all() for _, y in samples)
+
+
+def test_length_grouped_batches_cover_everything_reshuffle_and_pad_little():
+    rng = np.random.default_rng(2)
+    lengths = rng.geometric(0.15, size=5000).clip(1, 50)
+    sampler = LengthGroupedBatchSampler(lengths, 256, shuffle=True, seed=0)
+    epoch0 = list(sampler)
+    assert sorted(i for b in epoch0 for i in b) == list(range(5000))
+    sampler.set_epoch(1)
+    epoch1 = list(sampler)
+    assert epoch0 != epoch1
+    padded = sum(len(b) * lengths[b].max() for b in map(np.array, epoch0))
+    assert padded < 1.2 * lengths.sum() < 0.5 * 50 * len(lengths)
+
+
+def test_collate_pads_to_the_longest_in_batch():
+    batch = collate_train([(np.array([1, 2]), np.array([2, 3])), (np.array([4]), np.array([5]))])
+    assert batch["input"].tolist() == [[1, 2], [4, 0]]
+    assert batch["target"].tolist() == [[2, 3], [5, 0]]
