@@ -101,3 +101,16 @@ def test_collate_pads_to_the_longest_in_batch():
     batch = collate_train([(np.array([1, 2]), np.array([2, 3])), (np.array([4]), np.array([5]))])
     assert batch["input"].tolist() == [[1, 2], [4, 0]]
     assert batch["target"].tolist() == [[2, 3], [5, 0]]
+
+
+def test_batch_size_counts_training_targets():
+    rng = np.random.default_rng(3)
+    parts = [rng.integers(1, 50, size=n) for n in rng.integers(2, 30, size=400)]
+    samples = training_samples(parts, 20)
+    sizes = [int((y > 0).sum()) for _, y in samples]
+    sampler = LengthGroupedBatchSampler([len(x) for x, _ in samples], 128, True, sizes=sizes)
+    batches = list(sampler)
+    totals = [sum(sizes[i] for i in b) for b in batches]
+    assert max(totals) <= 128
+    assert sum(totals) == sum(sizes)
+    assert np.mean(totals) > 100  # batches are filled, not cut short

@@ -87,7 +87,9 @@ def collate_eval(samples) -> dict[str, torch.Tensor]:
 class LengthGroupedBatchSampler(Sampler[list[int]]):
     """Batches of similar-length samples, so short sequences are not padded to ``max_len``.
 
-    With ``shuffle``, samples are shuffled each epoch (``set_epoch``, which Lightning calls),
+    A batch holds samples whose ``sizes`` add up to at most ``batch_size`` (one per sample by
+    default; the number of training targets for ``all_positions``, so that ``batch_size: 1024``
+    means 1,024 targets per step, as RecBole's 1,024 prefixes do). With ``shuffle``, samples are shuffled each epoch (``set_epoch``, which Lightning calls),
     sorted by length inside mega-batches of ``50 × batch_size`` and the batches shuffled: batches
     differ every epoch yet stay tight. Under ``torch.distributed`` each rank takes every
     ``world_size``-th batch; training pads the list by repeating batches so ranks stay in step,
@@ -95,27 +97,38 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 0,
-                 mega_batch: int = 50):
+                 sizes: Sequence[int] | None = None, mega_batch: int = 50):
         self.lengths = np.asarray(lengths)
+        self.sizes = np.ones(len(self.lengths), dtype=np.int64) if sizes is None else np.asarray(sizes)
         self.batch_size, self.shuffle, self.seed, self.mega_batch = batch_size, shuffle, seed, mega_batch
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _split(self, order: np.ndarray) -> list[np.ndarray]:
+        """Cut ``order`` into consecutive batches of at most ``batch_size`` total size."""
+        batches, start, total = [], 0, 0
+        for k, size in enumerate(self.sizes[order]):
+            if total + size > self.batch_size and k > start:
+                batches.append(order[start:k])
+                start, total = k, 0
+            total += size
+        if start < len(order):
+            batches.append(order[start:])
+        return batches
+
     def _all_batches(self) -> list[np.ndarray]:
         n = len(self.lengths)
         if not self.shuffle:
-            order = np.argsort(self.lengths, kind="stable")
-            return [order[i: i + self.batch_size] for i in range(0, n, self.batch_size)]
+            return self._split(np.argsort(self.lengths, kind="stable"))
         rng = np.random.default_rng((self.seed, self.epoch))
         perm = rng.permutation(n)
-        chunk = self.batch_size * self.mega_batch
+        chunk = max(1, int(self.batch_size * self.mega_batch / max(1.0, self.sizes.mean())))
         batches = []
         for i in range(0, n, chunk):
             part = perm[i: i + chunk]
-            part = part[np.argsort(self.lengths[part], kind="stable")]
-            batches += [part[j: j + self.batch_size] for j in range(0, len(part), self.batch_size)]
+            batches += self._split(part[np.argsort(self.lengths[part], kind="stable")])
         return [batches[k] for k in rng.permutation(len(batches))]
 
     def _rank_batches(self) -> list[np.ndarray]:

@@ -33,7 +33,8 @@ class SequenceDataModule(L.LightningDataModule):
         shuffle_sequences: shuffle each user's items before splitting — a negative control
             that destroys order while keeping every user's item set.
         text_column: which title language content steps read (``en`` or ``zh``).
-        batch_size: training batch size (sequences, or prefixes with ``prefixes``).
+        batch_size: training targets per batch (with ``prefixes``, one target per sample: the same
+            number RecBole's ``train_batch_size`` counts).
         eval_batch_size: users per evaluation batch.
         num_workers: DataLoader workers (batches are small integer tensors: 0 is usually fastest).
         cache_dir: cache folder; default ``$SICSREC_CACHE`` or ``~/.cache/sicsrec``.
@@ -111,8 +112,12 @@ class SequenceDataModule(L.LightningDataModule):
                 setattr(self, f"{split}_set", SampleDataset(self.eval_samples(split)))
 
     def _loader(self, dataset: SampleDataset, batch_size: int, shuffle: bool, collate) -> DataLoader:
-        lengths = [len(s[1] if collate is collate_eval else s[0]) for s in dataset.samples]
-        sampler = LengthGroupedBatchSampler(lengths, batch_size, shuffle, self.seed)
+        if collate is collate_eval:
+            lengths, sizes = [len(s[1]) for s in dataset.samples], None
+        else:
+            lengths = [len(s[0]) for s in dataset.samples]
+            sizes = [int((s[1] > 0).sum()) for s in dataset.samples]
+        sampler = LengthGroupedBatchSampler(lengths, batch_size, shuffle, self.seed, sizes)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
