@@ -8,7 +8,8 @@ from sicsrec.nn.id_encoder import IDEncoder
 
 def make(**kw):
     torch.manual_seed(0)
-    return IDEncoder(num_items=50, hidden_size=32, inner_size=32, max_len=10, **kw).eval()
+    kw = {"hidden_size": 32, "inner_size": 32, "max_len": 10, **kw}
+    return IDEncoder(num_items=50, **kw).eval()
 
 
 def test_a_position_never_sees_later_items():
@@ -49,3 +50,11 @@ def test_too_long_input_is_refused():
         assert "max_len" in str(err)
     else:
         raise AssertionError("an input longer than max_len must be refused")
+
+
+def test_last_only_equals_the_full_pass_at_each_rows_last_position():
+    enc = make(num_layers=3)
+    items = torch.tensor([[5, 6, 7, 0, 0], [1, 2, 3, 4, 5], [9, 0, 0, 0, 0]])
+    full = enc(items)
+    expected = full[torch.arange(3), torch.tensor([2, 4, 0])]
+    assert torch.allclose(enc(items, last_only=True), expected, atol=1e-5)

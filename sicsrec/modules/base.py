@@ -11,12 +11,6 @@ from sicsrec.errors import ConfigError
 from sicsrec.evaluation import Protocol, RankingMetrics
 
 
-def last_positions(hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    """State at each row's last real (non-padding) position of right-padded inputs."""
-    last = (items > 0).sum(1).clamp(min=1) - 1
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-
-
 def parameter_groups(module: nn.Module) -> list[dict]:
     """Trainable parameters in two groups: weight decay applies to weights, not to biases and norms."""
     decay, no_decay = [], []

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from sicsrec.evaluation import Protocol
-from sicsrec.modules.base import RecommenderModule, last_positions
+from sicsrec.modules.base import RecommenderModule
 from sicsrec.nn.id_encoder import IDEncoder
 from sicsrec.nn.losses import Scoring, full_softmax_ce, item_scores
 
@@ -52,7 +52,7 @@ class Stage1Module(RecommenderModule):
         return F.dropout(self.id_encoder.item_embedding.weight, self.item_dropout, self.training)
 
     def score(self, batch: dict) -> torch.Tensor:
-        user = last_positions(self.id_encoder(batch["input"]), batch["input"])
+        user = self.id_encoder(batch["input"], last_only=True)
         return item_scores(user, self._item_table(), self.scoring, self.temperature)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

@@ -33,15 +33,19 @@ class MultiHeadAttention(nn.Module):
         b, n, h = t.shape
         return t.view(b, n, self.num_heads, h // self.num_heads).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None, causal: bool = True) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None,
+                visible: torch.Tensor | None = None) -> torch.Tensor:
         """Causal attention: position i sees memory positions ≤ i.
 
         Sequences are right-padded, so a real position never sees padding under the causal
-        mask; padded positions produce values that nobody reads.
+        mask; padded positions produce values that nobody reads. ``visible`` (B, L_memory),
+        True where a key may be seen, replaces the causal mask when ``x`` is not aligned with
+        ``memory`` (e.g. only each row's last position is queried).
         """
         memory = x if memory is None else memory
         q, k, v = self._heads(self.query(x)), self._heads(self.key(memory)), self._heads(self.value(memory))
-        context = F.scaled_dot_product_attention(q, k, v, is_causal=causal,
+        mask = None if visible is None else visible[:, None, None, :]
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=visible is None,
                                                  dropout_p=self.attn_dropout if self.training else 0.0)
         context = context.transpose(1, 2).reshape(x.shape)
         return self.norm(x + self.dropout(self.out(context)))
@@ -68,8 +72,14 @@ class TransformerLayer(nn.Module):
         self.attention = MultiHeadAttention(hidden_size, num_heads, dropout, attn_dropout, layer_norm_eps)
         self.feed_forward = FeedForward(hidden_size, inner_size, dropout, layer_norm_eps, activation)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
-        return self.feed_forward(self.attention(x, memory))
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None,
+                visible: torch.Tensor | None = None) -> torch.Tensor:
+        return self.feed_forward(self.attention(x, memory, visible))
+
+
+def last_index(items: torch.Tensor) -> torch.Tensor:
+    """Index of each row's last real (non-padding) position in right-padded inputs."""
+    return (items > 0).sum(1).clamp(min=1) - 1
 
 
 def init_weights(module: nn.Module, std: float) -> None:
