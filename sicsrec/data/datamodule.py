@@ -38,7 +38,8 @@ class SequenceDataModule(L.LightningDataModule):
         eval_batch_size: users per evaluation batch.
         num_workers: DataLoader workers (batches are small integer tensors: 0 is usually fastest).
         cache_dir: cache folder; default ``$SICSREC_CACHE`` or ``~/.cache/sicsrec``.
-        seed: seed of the batch order and of ``shuffle_sequences``.
+        seed: seed of the batch order and of ``shuffle_sequences``; ``null`` uses the run's
+            ``seed_everything``.
         generate_if_missing: if ``root`` does not exist, write a generated dataset there
             (2,000 users, 300 items, seed 0; see ``sicsrec data generate`` for other sizes).
     """
@@ -48,7 +49,7 @@ class SequenceDataModule(L.LightningDataModule):
                  min_seq_len: int = 3, drop_consecutive_duplicates: bool = False,
                  shuffle_sequences: bool = False, text_column: str = "en", batch_size: int = 1024,
                  eval_batch_size: int = 2048, num_workers: int = 0, cache_dir: str | None = None,
-                 seed: int = 2024, generate_if_missing: bool = False):
+                 seed: int | None = None, generate_if_missing: bool = False):
         super().__init__()
         self.save_hyperparameters(ignore=["reader"])
         self.root, self.reader = Path(root), reader
@@ -73,6 +74,10 @@ class SequenceDataModule(L.LightningDataModule):
         return data
 
     @property
+    def resolved_seed(self) -> int:
+        return self.seed if self.seed is not None else torch.initial_seed() % 2**32
+
+    @property
     def num_items(self) -> int:
         return self.data.num_items
 
@@ -80,7 +85,7 @@ class SequenceDataModule(L.LightningDataModule):
     def sequences(self) -> list[np.ndarray]:
         seqs = [self.data.sequence(u) for u in range(self.data.num_users)]
         if self.shuffle_sequences:
-            rng = np.random.default_rng(self.seed)
+            rng = np.random.default_rng(self.resolved_seed)
             seqs = [rng.permutation(s) for s in seqs]
         return seqs
 
@@ -117,7 +122,7 @@ class SequenceDataModule(L.LightningDataModule):
         else:
             lengths = [len(s[0]) for s in dataset.samples]
             sizes = [int((s[1] > 0).sum()) for s in dataset.samples]
-        sampler = LengthGroupedBatchSampler(lengths, batch_size, shuffle, self.seed, sizes)
+        sampler = LengthGroupedBatchSampler(lengths, batch_size, shuffle, self.resolved_seed, sizes)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
