@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
+from sicsrec.callbacks import PredictionWriter
 from sicsrec.errors import ConfigError, DataError
 from sicsrec.io import write_json_atomic
 
@@ -35,6 +36,7 @@ class SicsrecCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="After fit, test the best checkpoint, print a metrics table and write metrics.json.")
 

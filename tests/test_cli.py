@@ -87,3 +87,22 @@ def test_bad_data_is_one_clear_line_not_a_traceback(tmp_path, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "sequential_data.txt:1" in err and "'zz'" in err and "Traceback" not in err
+
+
+def test_predict_writes_top_k_in_original_ids_without_seen_items(tmp_path, capsys, generated):
+    config = tiny_config(tmp_path, generated)
+    main(["fit", "--config", str(config)])
+    ckpt = next((tmp_path / "runs").rglob("best-*.ckpt"))
+    out = tmp_path / "pred.jsonl"
+    main(["predict", "--config", str(config), "--ckpt_path", str(ckpt), "--predictions.path", str(out),
+          "--predictions.top_k", "5"])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    from sicsrec.data.formats import NineRecFormat
+
+    raw = NineRecFormat().read(generated)
+    history = dict(zip(raw.user_ids, raw.sequences))
+    assert {r["user"] for r in rows} == set(history)
+    for r in rows:
+        assert len(r["items"]) == 5 and r["scores"] == sorted(r["scores"], reverse=True)
+        assert all(i.startswith("v") for i in r["items"])  # original ids, not internal ones
+        assert not set(r["items"]) & set(history[r["user"]])

@@ -94,7 +94,12 @@ class SequenceDataModule(L.LightningDataModule):
         return [s[:-2] for s in self.sequences]
 
     def eval_samples(self, split: str) -> list:
-        """One sample per user: (user, last ``max_len`` items before the target, target, history)."""
+        """One sample per user: (user, last ``max_len`` items before the target, target, history).
+
+        ``predict`` uses the whole sequence as history (target 0: there is none).
+        """
+        if split == "predict":
+            return [(user, s[-self.max_len:], 0, s) for user, s in enumerate(self.sequences)]
         cut = 2 if split == "valid" else 1
         out = []
         for user, s in enumerate(self.sequences):
@@ -112,7 +117,8 @@ class SequenceDataModule(L.LightningDataModule):
         if stage in ("fit", None) and not hasattr(self, "train_set"):
             samples = training_samples(self.train_parts, self.max_len, self.train_targets, self.window_stride)
             self.train_set = SampleDataset(samples)
-        for split in ("valid", "test"):
+        splits = ("predict",) if stage == "predict" else ("valid", "test")
+        for split in splits:
             if not hasattr(self, f"{split}_set"):
                 setattr(self, f"{split}_set", SampleDataset(self.eval_samples(split)))
 
@@ -134,3 +140,6 @@ class SequenceDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, self.eval_batch_size, False, collate_eval)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_set, self.eval_batch_size, False, collate_eval)

@@ -71,6 +71,10 @@ class RecommenderModule(L.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self.test_metrics.update(batch["user"], self.score(batch), batch["target"], batch["history"])
 
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """Each user's scores over all items; the prediction writer keeps the top K."""
+        return {"user": batch["user"], "scores": self.score(batch), "history": batch["history"]}
+
     def _log_metrics(self, metric: RankingMetrics, prefix: str) -> None:
         values = metric.compute()
         values.pop("users")
