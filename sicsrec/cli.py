@@ -44,7 +44,10 @@ class SicsrecCLI(LightningCLI):
         self._fit_started = time.perf_counter()
 
     def after_fit(self) -> None:
-        if not self.config[self.subcommand].get("test_after_fit", True) or self.trainer.interrupted:
+        from lightning.pytorch.utilities.model_helpers import is_overridden
+
+        if (not self.config[self.subcommand].get("test_after_fit", True) or self.trainer.interrupted
+                or not is_overridden("test_step", self.model)):
             return
         fit_seconds = time.perf_counter() - self._fit_started
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
@@ -120,6 +123,17 @@ def data_main(argv: list[str]) -> None:
              args=argv, as_positional=False)
 
 
+def step_main(step: str, argv: list[str]) -> None:
+    """``sicsrec pairs`` and ``sicsrec features``: one function each, configured like the rest."""
+    from jsonargparse import auto_cli
+
+    if step == "pairs":
+        from sicsrec.content.pairs import run_pairs as function
+    else:
+        from sicsrec.content.featurize import featurize as function
+    auto_cli(function, args=argv, as_positional=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point; ``argv`` (without the program name) lets tests call the CLI in-process."""
     args = sys.argv[1:] if argv is None else argv
@@ -127,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args[:1] == ["data"]:
             data_main(args[1:])
+        elif args[:1] in (["pairs"], ["features"]):
+            step_main(args[0], args[1:])
         else:
             SicsrecCLI(args=argv)
     except (DataError, ConfigError) as err:

@@ -143,3 +143,126 @@ class SequenceDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_set, self.eval_batch_size, False, collate_eval)
+
+
+class AlignDataModule(L.LightningDataModule):
+    """Judged pairs (``pairs.jsonl``) with the items' titles and covers, for alignment SFT.
+
+    A fraction of *items* is held out: training pairs never touch them; validation asks
+    text-to-text retrieval for held-out targets and text-to-image retrieval among held-out
+    items, so the validation recall measures generalisation to unseen items.
+
+    Args:
+        root: dataset folder.
+        pairs: ``pairs.jsonl`` written by ``sicsrec pairs``.
+        text_column: title language (``en`` or ``zh``).
+        use_images: load covers when the dataset has them.
+        batch_size: pairs per batch.
+        holdout_items: fraction of items held out for validation.
+        min_seq_len: as in data preparation.
+        cache_dir: cache folder.
+        seed: seed of the held-out split and the batch order; ``null`` uses ``seed_everything``.
+        num_workers: DataLoader workers (covers are read in them).
+    """
+
+    def __init__(self, root: str, pairs: str, text_column: str = "en", use_images: bool = True,
+                 batch_size: int = 128, holdout_items: float = 0.1, min_seq_len: int = 3,
+                 cache_dir: str | None = None, seed: int | None = None, num_workers: int = 0):
+        super().__init__()
+        self.root, self.pairs_path, self.text_column, self.use_images = Path(root), Path(pairs), text_column, use_images
+        self.batch_size, self.holdout_items, self.min_seq_len = batch_size, holdout_items, min_seq_len
+        self.cache_dir, self.seed, self.num_workers = cache_dir, seed, num_workers
+
+    @cached_property
+    def data(self) -> PreparedData:
+        return prepare(self.root, None, self.min_seq_len, False, self.cache_dir)
+
+    @cached_property
+    def pairs(self) -> np.ndarray:
+        """(n, 2) internal ids (target, chosen)."""
+        import json
+
+        from sicsrec.errors import DataError
+
+        if not self.pairs_path.is_file():
+            raise DataError(self.pairs_path, "pairs file not found", hint="run `sicsrec pairs` first")
+        index = {item: i + 1 for i, item in enumerate(self.data.item_ids)}
+        rows = []
+        for line, raw in enumerate(self.pairs_path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+                rows.append((index[str(row["target"])], index[str(row["chosen"])]))
+            except json.JSONDecodeError:
+                raise DataError(self.pairs_path, "not a JSON object", line) from None
+            except KeyError as err:
+                raise DataError(self.pairs_path, f"unknown item or missing field {err}", line,
+                                "pairs were made for another dataset?") from None
+        if not rows:
+            raise DataError(self.pairs_path, "no pairs")
+        return np.array(rows, dtype=np.int64)
+
+    @property
+    def has_images(self) -> bool:
+        return self.use_images and bool(self.data.images)
+
+    def setup(self, stage: str | None = None) -> None:
+        seed = self.seed if self.seed is not None else torch.initial_seed() % 2**32
+        rng = np.random.default_rng(seed)
+        held = np.zeros(self.data.num_items + 1, dtype=bool)
+        held[1 + rng.permutation(self.data.num_items)[: int(round(self.holdout_items * self.data.num_items))]] = True
+        touches = held[self.pairs[:, 0]] | held[self.pairs[:, 1]]
+        self.train_pairs, self.valid_pairs = self.pairs[~touches], self.pairs[held[self.pairs[:, 0]]]
+        self.held_items = np.flatnonzero(held)
+        self.batch_seed = seed
+
+    def _title(self, item: int) -> str:
+        return self.data.titles[self.text_column][item - 1]
+
+    def _cover(self, item: int):
+        from sicsrec.data.formats import load_cover
+
+        return load_cover(self.data.images[item - 1]) if self.has_images else None
+
+    def collate_pairs(self, rows) -> dict:
+        rows = np.asarray(rows)
+        target, chosen = torch.from_numpy(rows[:, 0]), torch.from_numpy(rows[:, 1])
+        batch = {"target": target, "chosen": chosen,
+                 "target_titles": [self._title(i) for i in rows[:, 0]],
+                 "chosen_titles": [self._title(i) for i in rows[:, 1]]}
+        if self.has_images:
+            covers = {int(i): self._cover(int(i)) for i in np.unique(rows)}
+            batch["target_images"] = [covers[int(i)] for i in rows[:, 0]]
+            batch["chosen_images"] = [covers[int(i)] for i in rows[:, 1]]
+            batch["pair_has_images"] = torch.tensor([covers[int(a)] is not None and covers[int(b)] is not None
+                                                     for a, b in rows])
+            items = [i for i, c in covers.items() if c is not None]
+            batch.update(self._items(items, covers))
+        else:
+            batch.update(items=torch.zeros(0, dtype=torch.long), item_titles=[], item_images=[])
+        return batch
+
+    def _items(self, items, covers) -> dict:
+        return {"items": torch.tensor(items, dtype=torch.long), "item_titles": [self._title(i) for i in items],
+                "item_images": [covers[i] for i in items]}
+
+    def collate_validation(self, _) -> dict:
+        rows = self.valid_pairs
+        batch = {"target": torch.from_numpy(rows[:, 0]), "chosen": torch.from_numpy(rows[:, 1]),
+                 "all_titles": list(self.data.titles[self.text_column])}
+        if self.has_images:
+            covers = {int(i): self._cover(int(i)) for i in self.held_items}
+            batch.update(self._items([i for i, c in covers.items() if c is not None], covers))
+        else:
+            batch.update(items=torch.zeros(0, dtype=torch.long), item_titles=[], item_images=[])
+        return batch
+
+    def train_dataloader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.batch_seed)
+        return DataLoader(list(map(tuple, self.train_pairs)), batch_size=self.batch_size, shuffle=True,
+                          drop_last=len(self.train_pairs) > self.batch_size, collate_fn=self.collate_pairs,
+                          num_workers=self.num_workers, generator=generator)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader([0], batch_size=1, collate_fn=self.collate_validation)

@@ -327,3 +327,17 @@ def detect_reader(root: Path) -> Reader:
         return CatalogueFormat(interactions=inter, items=items)
     raise DataError(root, "no known dataset layout here (sequential_data.txt, X_item.csv + X_pair.csv, "
                           "or interactions.* + items.*)")
+
+
+def load_cover(path: str | None):
+    """Open a cover; None for a missing or unreadable file (the caller counts and masks it)."""
+    if path is None:
+        return None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (512, 512))  # huge JPEGs decode at reduced size
+            return img.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None

@@ -12,6 +12,9 @@ popularity. A user's next item is drawn from the previous one by one of four rul
   fixed colour cycle: visible in covers (not in titles);
 * otherwise        — an item by popularity (the noise floor a popularity model captures).
 
+A cover shows its colour and a white bar at a height set by the category, so titles and covers
+share the category (text-to-image alignment can learn it) while the colour is the cover's own.
+
 All signals live in the *order* of a sequence: shuffling every sequence destroys them (up to
 co-occurrence). ``covers="noise"`` paints colours unrelated to the colour attribute — a
 negative control for the image path. Files written to ``out``: ``<name>_item.csv``
@@ -111,21 +114,23 @@ def generate(out: str | Path, users: int = 2000, items: int = 300, seed: int = 0
             writer.writerow([ids[i], int(category[i]), int(colour[i]), f"{popularity[i]:.6g}"])
 
     if covers != "none":
-        _draw_covers(out / f"{name}_cover", ids, colour, covers == "noise", cover_size, rng)
+        _draw_covers(out / f"{name}_cover", ids, colour, category, categories, covers == "noise", cover_size, rng)
     write_json_atomic(out / "generation.json", params)
     return out
 
 
-def _draw_covers(folder: Path, ids: list[str], colour: np.ndarray, noise: bool, size: int,
-                 rng: np.random.Generator) -> None:
-    """A cover is its colour (or a random one, for ``noise``) with pixel noise and a random bar."""
+def _draw_covers(folder: Path, ids: list[str], colour: np.ndarray, category: np.ndarray, categories: int,
+                 noise: bool, size: int, rng: np.random.Generator) -> None:
+    """A cover is painted in its colour, with a white bar whose height marks its category (the
+    link between a title and its cover). ``noise`` paints a random colour and bar instead."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
+    band = max(1, size // categories)
     for i, item in enumerate(ids):
-        base = np.array(COLOURS[rng.integers(len(COLOURS))] if noise else COLOURS[colour[i]], dtype=np.float32)
-        pixels = base + rng.normal(0, 25, size=(size, size, 3))
-        row = rng.integers(size - 4)
-        pixels[row: row + 4] = rng.integers(0, 255, size=3)
+        c = rng.integers(len(COLOURS)) if noise else colour[i]
+        k = rng.integers(categories) if noise else category[i]
+        pixels = np.array(COLOURS[c], dtype=np.float32) + rng.normal(0, 20, size=(size, size, 3))
+        pixels[k * band: (k + 1) * band] = 255.0
         with atomic_path(folder / f"{item}.jpg") as tmp:
             Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(tmp, format="JPEG", quality=90)

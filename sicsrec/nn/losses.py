@@ -26,3 +26,22 @@ def item_scores(user: torch.Tensor, items: torch.Tensor, scoring: Scoring = "dot
 def full_softmax_ce(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy over all items; targets are item ids (never 0)."""
     return F.cross_entropy(scores, targets)
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, a_ids: torch.Tensor, b_ids: torch.Tensor,
+             temperature: float, symmetric: bool = True) -> torch.Tensor:
+    """InfoNCE with in-batch negatives: row i of ``a`` matches row i of ``b``.
+
+    Inputs are L2-normalised embeddings. A column that holds the same item as the positive
+    (``b_ids[j] == b_ids[i]``, j ≠ i) is masked out of the negatives, not merely zeroed: a batch
+    with the same item twice must not push an item away from itself.
+    """
+    logits = a @ b.T / temperature
+    same = b_ids[None, :] == b_ids[:, None]
+    eye = torch.eye(len(b_ids), dtype=torch.bool, device=logits.device)
+    loss = F.cross_entropy(logits.masked_fill(same & ~eye, float("-inf")), torch.arange(len(a), device=a.device))
+    if not symmetric:
+        return loss
+    same_a = a_ids[None, :] == a_ids[:, None]
+    back = F.cross_entropy(logits.T.masked_fill(same_a & ~eye, float("-inf")), torch.arange(len(a), device=a.device))
+    return (loss + back) / 2

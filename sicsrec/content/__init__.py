@@ -1,0 +1,1 @@
+"""Items' text and images: encoders, LLM-judged pair construction."""
