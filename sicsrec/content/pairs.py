@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sicsrec.content.judges import EmbeddingJudge, Judge, Request, parse_answer
 from sicsrec.data.prepare import PreparedData, prepare
-from sicsrec.errors import DataError
+from sicsrec.errors import ConfigError, DataError
 from sicsrec.io import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,16 @@ def construct_pairs(data: PreparedData, judge: Judge, out: str | Path, text_colu
         raise DataError(data.name, f"text_column {text_column!r} not among {list(data.titles)}")
     requests, without = build_requests(data, text_column, max_candidates)
     log_path = out / "judgements.jsonl"
+    setting = {"data_key": data.key, "text_column": text_column, "max_candidates": max_candidates,
+               **judge.describe()}
+    setting_path = out / "judgements.setting.json"
+    if log_path.is_file() and log_path.stat().st_size:
+        before = json.loads(setting_path.read_text()) if setting_path.is_file() else None
+        if before != json.loads(json.dumps(setting)):
+            raise ConfigError(f"{out} holds judgements made for another dataset, judge or setting "
+                              f"({setting_path}): use another `out` folder or delete it to start over")
+    else:
+        write_json_atomic(setting_path, setting)
     done = read_judgements(log_path)
     judged = {row["user"] for row in done}
     todo = [r for r in requests if r.user not in judged]

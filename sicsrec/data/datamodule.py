@@ -215,6 +215,7 @@ class AlignDataModule(L.LightningDataModule):
         touches = held[self.pairs[:, 0]] | held[self.pairs[:, 1]]
         self.train_pairs, self.valid_pairs = self.pairs[~touches], self.pairs[held[self.pairs[:, 0]]]
         self.held_items = np.flatnonzero(held)
+        self.train_items = np.flatnonzero(~held)[1:]  # without padding
         self.batch_seed = seed
 
     def _title(self, item: int) -> str:
@@ -237,6 +238,11 @@ class AlignDataModule(L.LightningDataModule):
             batch["chosen_images"] = [covers[int(i)] for i in rows[:, 1]]
             batch["pair_has_images"] = torch.tensor([covers[int(a)] is not None and covers[int(b)] is not None
                                                      for a, b in rows])
+            # text-to-image also learns from items outside the pairs: fill up with random training items
+            extra = self.train_items[torch.randint(len(self.train_items), (self.batch_size,)).numpy()]
+            for i in np.unique(extra):
+                if int(i) not in covers and len(covers) < 2 * self.batch_size:
+                    covers[int(i)] = self._cover(int(i))
             items = [i for i, c in covers.items() if c is not None]
             batch.update(self._items(items, covers))
         else:

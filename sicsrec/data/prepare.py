@@ -122,7 +122,8 @@ def prepare(root: str | Path, reader: Reader | None = None, min_seq_len: int = 3
     if not root.is_dir():
         raise DataError(root, "dataset folder not found", hint="set data.root to a dataset folder")
     options = {"reader": reader_spec(reader), "min_seq_len": min_seq_len,
-               "drop_consecutive_duplicates": drop_consecutive_duplicates, "version": FORMAT_VERSION}
+               "drop_consecutive_duplicates": drop_consecutive_duplicates, "version": FORMAT_VERSION,
+               "root": str(root.resolve()), "covers": cover_listing(root)}
     sources = source_files(root, reader)
     key = hash_files(sources, extra=options)
     path = cache_root(cache_dir) / "prepared" / f"{root.name}-{key[:16]}.npz"
@@ -136,6 +137,16 @@ def prepare(root: str | Path, reader: Reader | None = None, min_seq_len: int = 3
     data.save(path)
     log.info("prepared %s → %s", root, path)
     return data
+
+
+def cover_listing(root: Path) -> list:
+    """Names, sizes and times of cover files: the prepared data records their paths."""
+    listing = []
+    for folder in sorted(root.glob("*_cover")):
+        for p in sorted(folder.iterdir()):
+            st = p.stat()
+            listing.append((p.name, st.st_size, st.st_mtime_ns))
+    return listing
 
 
 def source_files(root: Path, reader: Reader) -> list[Path]:
