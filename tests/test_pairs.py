@@ -14,7 +14,7 @@ from sicsrec.content.pairs import build_requests, construct_pairs
 from sicsrec.data.prepare import prepare
 from sicsrec.errors import ConfigError
 
-LINES = ["v12-Spicy noodles review", "v7-Cake, with cream", "v3-3 ways to cook"]
+LINES = ["v12-Spicy noodles review", "v7-Cake, with cream", "v3-3 ways to cook", 'v5-"Quoted" title "here"']
 
 
 @pytest.mark.parametrize("answer, expected", [
@@ -23,6 +23,7 @@ LINES = ["v12-Spicy noodles review", "v7-Cake, with cream", "v3-3 ways to cook"]
     ("`v12-Spicy noodles review`", ("chosen", 0)),
     ("v12-Spicy noodles review.", ("chosen", 0)),
     ("-1", ("none", None)),
+    ('v5-"Quoted" title "here"', ("chosen", 3)),
     ("v99-Some other video", ("outside", None)),
     ("v7-Cake with cream", ("invalid", None)),        # right id, wrong title
     ("The most similar is v7-Cake, with cream", ("invalid", None)),

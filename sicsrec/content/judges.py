@@ -66,9 +66,11 @@ def parse_answer(answer: str | None, candidate_lines: list[str]) -> tuple[str, i
     ``invalid`` (not of the form), ``outside`` (an ID that is not a candidate), ``failed``."""
     if answer is None:
         return "failed", None
-    text = answer.strip().strip("`\"'").strip()
-    if text.endswith(".") and text[:-1] in candidate_lines:
-        text = text[:-1]
+    text = answer.strip()
+    if text not in candidate_lines:  # tolerate wrapping quotes/backticks and a final full stop
+        text = text.strip("`\"'").strip()
+        if text.endswith(".") and text[:-1] in candidate_lines:
+            text = text[:-1]
     if text == NONE_ANSWER:
         return "none", None
     if text in candidate_lines:
