@@ -15,6 +15,9 @@ def _isolated_cache(tmp_path_factory):
     """Caches go to a per-session folder, never to ~/.cache or next to the data."""
     os.environ["SICSREC_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     os.environ.setdefault("WANDB_MODE", "offline")
+    # Nothing may come from a hub at test time: any attempt fails instead of downloading.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
     yield
 
 

@@ -106,3 +106,9 @@ def test_predict_writes_top_k_in_original_ids_without_seen_items(tmp_path, capsy
         assert len(r["items"]) == 5 and r["scores"] == sorted(r["scores"], reverse=True)
         assert all(i.startswith("v") for i in r["items"])  # original ids, not internal ones
         assert not set(r["items"]) & set(history[r["user"]])
+
+
+def test_data_root_points_a_config_at_another_folder(capsys):
+    printed = print_config(capsys, "--config", str(REPO / "configs" / "bili_food" / "id.yaml"),
+                           "--data.root", "/elsewhere/Bili_Food")
+    assert yaml.safe_load(printed)["data"]["init_args"]["root"] == "/elsewhere/Bili_Food"

@@ -153,3 +153,14 @@ def test_lora_trains_only_adapters_and_heads():
     assert any("lora_" in n for n in trainable)
     text, _ = model.merged_encoders()
     assert text is model.text
+
+
+def test_frozen_batch_norms_keep_pretrained_statistics_while_training():
+    model = AlignModule(None, tiny_image(), trainable="top_k", top_k_layers=1)
+    model.train()
+    frozen = [m for m in model.image.modules() if isinstance(m, torch.nn.BatchNorm2d)
+              and not any(p.requires_grad for p in m.parameters())]
+    trained = [m for m in model.image.modules() if isinstance(m, torch.nn.BatchNorm2d)
+               and any(p.requires_grad for p in m.parameters())]
+    assert frozen and trained
+    assert not any(m.training for m in frozen) and all(m.training for m in trained)

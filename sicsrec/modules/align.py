@@ -63,6 +63,16 @@ class AlignModule(L.LightningModule):
         self.image_head = ProjectionHead(self.image.dim, proj_dim) if self.image else None
         self.optimizer, self.scheduler = optimizer, scheduler
         self._set_trainable()
+        self.train()  # transformers' from_pretrained leaves models in eval mode
+
+    def train(self, mode: bool = True):
+        """Train mode, except batch norms with frozen weights: their running statistics stay
+        the pretrained ones (small cover batches would otherwise drift them)."""
+        super().train(mode)
+        for m in self.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+                m.eval()
+        return self
 
     def _set_trainable(self) -> None:
         h = self.hparams
