@@ -134,9 +134,25 @@ def step_main(step: str, argv: list[str]) -> None:
     auto_cli(function, args=argv, as_positional=False)
 
 
+USAGE = """usage: sicsrec COMMAND [options]     (sicsrec COMMAND --help for a command's options)
+
+training (LightningCLI; the YAML picks the LightningModule and DataModule by class_path):
+  fit | validate | test | predict --config FILE.yaml
+steps:
+  data generate --out DIR --users N --items M --seed S   generated NineRec-layout dataset
+  data prepare --root DIR                                read, remap, filter, cache; statistics
+  data stats --root DIR                                  statistics of a dataset
+  pairs --config pairs.yaml                              LLM-judged item pairs (resumable)
+  features --config features.yaml                        cached item features
+"""
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point; ``argv`` (without the program name) lets tests call the CLI in-process."""
     args = sys.argv[1:] if argv is None else argv
+    if args in ([], ["-h"], ["--help"]):
+        print(USAGE)
+        return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args[:1] == ["data"]:
