@@ -42,6 +42,8 @@ class SequenceDataModule(L.LightningDataModule):
             ``seed_everything``.
         generate_if_missing: if ``root`` does not exist, write a generated dataset there
             (2,000 users, 300 items, seed 0; see ``sicsrec data generate`` for other sizes).
+        features: ``features.json`` written by ``sicsrec features`` (content models need it).
+        modalities: which of its modalities to use (default: all it has).
     """
 
     def __init__(self, root: str, reader: Reader | None = None, max_len: int = 50,
@@ -49,9 +51,11 @@ class SequenceDataModule(L.LightningDataModule):
                  min_seq_len: int = 3, drop_consecutive_duplicates: bool = False,
                  shuffle_sequences: bool = False, text_column: str = "en", batch_size: int = 1024,
                  eval_batch_size: int = 2048, num_workers: int = 0, cache_dir: str | None = None,
-                 seed: int | None = None, generate_if_missing: bool = False):
+                 seed: int | None = None, generate_if_missing: bool = False, features: str | None = None,
+                 modalities: list[str] | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["reader"])
+        self.features_manifest, self.modalities = features, modalities
         self.root, self.reader = Path(root), reader
         self.max_len, self.train_targets, self.window_stride = max_len, train_targets, window_stride
         self.min_seq_len, self.drop_consecutive_duplicates = min_seq_len, drop_consecutive_duplicates
@@ -72,6 +76,37 @@ class SequenceDataModule(L.LightningDataModule):
             raise DataError(self.root, f"text_column {self.text_column!r} not in this dataset's titles "
                                        f"({', '.join(data.titles)})")
         return data
+
+    def item_features(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Cached item features per modality (rows = internal item ids) and their presence masks."""
+        import json
+
+        from sicsrec.data.features import load_features
+        from sicsrec.errors import ConfigError, DataError
+
+        if self.features_manifest is None:
+            raise ConfigError("this model reads item features: set data.features to a features.json "
+                              "written by `sicsrec features`")
+        path = Path(self.features_manifest)
+        if not path.is_file():
+            raise DataError(path, "features manifest not found", hint="run `sicsrec features` first")
+        manifest = json.loads(path.read_text())
+        if manifest.get("data_key") != self.data.key:
+            raise ConfigError(f"{path} was computed for another dataset or preparation "
+                              f"({manifest.get('dataset')}, key {str(manifest.get('data_key'))[:12]}); rerun features")
+        names = self.modalities or [m for m in ("text", "image") if m in manifest]
+        values, masks = {}, {}
+        for name in names:
+            if name not in manifest:
+                raise ConfigError(f"{path} has no {name!r} features (it has: "
+                                  f"{[m for m in ('text', 'image') if m in manifest]})")
+            found = load_features(Path(manifest[name]["path"]))
+            if found is None or found.meta.get("key") != manifest[name]["key"]:
+                raise DataError(manifest[name]["path"], "cached features missing or changed",
+                                hint="rerun `sicsrec features`")
+            values[name] = torch.from_numpy(np.array(found.values))
+            masks[name] = torch.from_numpy(np.array(found.mask))
+        return values, masks
 
     @property
     def resolved_seed(self) -> int:

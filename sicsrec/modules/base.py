@@ -21,17 +21,28 @@ def parameter_groups(module: nn.Module) -> list[dict]:
 
 
 class RecommenderModule(L.LightningModule):
-    """Subclasses implement ``score(batch) -> (B, num_items + 1)`` and ``training_step``."""
+    """Subclasses implement ``scores(batch) -> {view: (B, num_items + 1)}``, ``build`` and ``training_step``.
+
+    With one view (``main``) metrics are logged as ``valid/hr@10``; with several (stage 1's
+    ``id`` and ``content`` encoders) as ``valid/id/hr@10`` …, and ``valid/hr@10`` is their mean.
+    """
 
     def __init__(self, protocol: Protocol, optimizer: OptimizerCallable, scheduler: LRSchedulerCallable | None,
-                 monitor: str = "valid/hr@10"):
+                 views: tuple[str, ...] = ("main",), monitor: str = "valid/hr@10"):
         super().__init__()
-        self.optimizer, self.scheduler, self.monitor = optimizer, scheduler, monitor
-        self.valid_metrics = RankingMetrics(protocol=protocol)
-        self.test_metrics = RankingMetrics(protocol=protocol)
+        self.optimizer, self.scheduler, self.monitor, self.views = optimizer, scheduler, monitor, tuple(views)
+        self.valid_metrics = nn.ModuleDict({v: RankingMetrics(protocol=protocol) for v in self.views})
+        self.test_metrics = nn.ModuleDict({v: RankingMetrics(protocol=protocol) for v in self.views})
+
+    def scores(self, batch: dict) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
 
     def score(self, batch: dict) -> torch.Tensor:
-        raise NotImplementedError
+        """The scores of the first view: what ``predict`` ranks by."""
+        return self.scores(batch)[self.views[0]]
+
+    def bind_features(self, datamodule) -> None:
+        """Modules that read item features take them here (they are data, not parameters)."""
 
     def build(self) -> None:
         """Create the networks once ``hparams.num_items`` and ``hparams.max_len`` are known."""
@@ -63,23 +74,34 @@ class RecommenderModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None:
+            self.bind_features(datamodule)
             self.bind_data(datamodule.num_items, datamodule.max_len)
 
+    def _update(self, metrics: nn.ModuleDict, batch: dict) -> None:
+        for view, scores in self.scores(batch).items():
+            metrics[view].update(batch["user"], scores, batch["target"], batch["history"])
+
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self.valid_metrics.update(batch["user"], self.score(batch), batch["target"], batch["history"])
+        self._update(self.valid_metrics, batch)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self.test_metrics.update(batch["user"], self.score(batch), batch["target"], batch["history"])
+        self._update(self.test_metrics, batch)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """Each user's scores over all items; the prediction writer keeps the top K."""
         return {"user": batch["user"], "scores": self.score(batch), "history": batch["history"]}
 
-    def _log_metrics(self, metric: RankingMetrics, prefix: str) -> None:
-        values = metric.compute()
-        values.pop("users")
-        self.log_dict({f"{prefix}/{k}": v for k, v in values.items()}, prog_bar=False)
-        metric.reset()
+    def _log_metrics(self, metrics: nn.ModuleDict, prefix: str) -> None:
+        logged = {}
+        for view, metric in metrics.items():
+            values = metric.compute()
+            values.pop("users")
+            tag = prefix if len(self.views) == 1 else f"{prefix}/{view}"
+            logged.update({f"{tag}/{k}": v for k, v in values.items()})
+            metric.reset()
+        if len(self.views) > 1:
+            logged[f"{prefix}/hr@10"] = sum(logged[f"{prefix}/{v}/hr@10"] for v in self.views) / len(self.views)
+        self.log_dict(logged)
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics(self.valid_metrics, "valid")

@@ -1,4 +1,10 @@
-"""Stage one: pre-training the sequence encoders. Today: the ID-modality encoder (SASRec)."""
+"""Stage one: pre-training the ID-modality and content-modality sequence encoders, apart.
+
+Each encoder has its own loss and its own parameters, so neither loss reaches the other
+encoder: the ID encoder learns from softmax cross-entropy over the item-ID table, the content
+encoder from next-item prediction against the content vectors of all items (cosine / τ) plus
+α₁ · the content-aware contrastive loss.
+"""
 
 from __future__ import annotations
 
@@ -8,59 +14,124 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
+from sicsrec.errors import ConfigError
 from sicsrec.evaluation import Protocol
 from sicsrec.modules.base import RecommenderModule
+from sicsrec.nn.content_encoder import ContentEncoder
 from sicsrec.nn.id_encoder import IDEncoder
-from sicsrec.nn.losses import Scoring, full_softmax_ce, item_scores
+from sicsrec.nn.losses import Scoring, content_contrastive, full_softmax_ce, item_scores
 
 
-class Stage1Module(RecommenderModule):
-    """ID-modality sequence encoder trained with softmax cross-entropy over all items.
+class FeatureTable:
+    """Mixin for modules that hold cached item features as non-persistent buffers (data, not weights)."""
 
-    Args:
+    def reads_features(self) -> bool:
+        return bool(self.hparams.get("use_content", True))
+
+    def bind_features(self, datamodule) -> None:
+        if not self.reads_features():
+            return
+        values, masks = datamodule.item_features()
+        dims = {m: int(v.shape[1]) for m, v in values.items()}
+        given = self.hparams.get("feature_dims")
+        if given is not None and dict(given) != dims:
+            raise ConfigError(f"the model was built for features {dict(given)} but the data gives {dims}")
+        self.hparams["feature_dims"] = dims
+        self._hparams_initial["feature_dims"] = dims
+        for m in dims:
+            self.register_buffer(f"features_{m}", values[m].float(), persistent=False)
+            self.register_buffer(f"mask_{m}", masks[m], persistent=False)
+
+    def content_table(self, encoder: ContentEncoder) -> torch.Tensor:
+        names = list(self.hparams.feature_dims)
+        if not hasattr(self, f"features_{names[0]}"):
+            raise ConfigError("item features are not loaded: run the model through a DataModule with data.features")
+        return encoder.item_vectors({m: getattr(self, f"features_{m}") for m in names},
+                                    {m: getattr(self, f"mask_{m}") for m in names})
+
+
+class Stage1Module(FeatureTable, RecommenderModule):
+    """Args:
         num_items: catalogue size without padding; ``null`` takes it from the DataModule.
         max_len: longest input; ``null`` takes it from the DataModule.
-        hidden_size, inner_size, num_layers, num_heads: Transformer shape.
+        hidden_size, inner_size, num_layers, num_heads: Transformer shape (both encoders).
         dropout: on embeddings and after attention/feed-forward blocks.
         attn_dropout: on attention probabilities.
-        item_dropout: dropout on the item table used for scoring (training only).
+        item_dropout: dropout on the ID item table used for scoring (training only).
         layer_norm_eps, init_std: RecBole uses 1e-12 and N(0, 0.02).
-        scoring: ``dot`` product with the item table, or ``cosine`` divided by ``temperature``.
+        scoring: ID scoring: ``dot`` product with the item table, or ``cosine`` / ``temperature``.
+        use_id: train the ID-modality encoder.
+        use_content: train the content-modality encoder (needs ``data.features``).
+        content_temperature: τ of the content encoder's next-item loss and contrastive loss.
+        alpha1: weight of the content-aware contrastive loss in stage 1.
+        feature_dims: set from the data's features (printed for the record; leave null).
         protocol: ``recbole`` (history not masked) or ``ninerec`` (history masked) at evaluation.
         optimizer, scheduler: callables; parameter groups (no decay on biases/norms) are kept.
     """
 
-    def __init__(self, num_items: int | None = None, max_len: int | None = None, hidden_size: int = 256, inner_size: int = 256,
-                 num_layers: int = 2, num_heads: int = 2, dropout: float = 0.5, attn_dropout: float = 0.5,
-                 item_dropout: float = 0.0, layer_norm_eps: float = 1e-12, init_std: float = 0.02,
-                 activation: Literal["gelu", "relu", "silu"] = "gelu", scoring: Scoring = "dot", temperature: float = 1.0,
-                 protocol: Protocol = "recbole",
-                 optimizer: OptimizerCallable = torch.optim.Adam,
+    def __init__(self, num_items: int | None = None, max_len: int | None = None, hidden_size: int = 256,
+                 inner_size: int = 256, num_layers: int = 2, num_heads: int = 2, dropout: float = 0.5,
+                 attn_dropout: float = 0.5, item_dropout: float = 0.0, layer_norm_eps: float = 1e-12,
+                 init_std: float = 0.02, activation: Literal["gelu", "relu", "silu"] = "gelu",
+                 scoring: Scoring = "dot", temperature: float = 1.0, use_id: bool = True, use_content: bool = False,
+                 content_temperature: float = 0.05, alpha1: float = 0.2, feature_dims: dict[str, int] | None = None,
+                 protocol: Protocol = "recbole", optimizer: OptimizerCallable = torch.optim.Adam,
                  scheduler: LRSchedulerCallable | None = None):
-        super().__init__(protocol, optimizer, scheduler)
+        if not (use_id or use_content):
+            raise ConfigError("stage 1 needs use_id or use_content")
+        views = ("id", "content") if use_id and use_content else ("main",)
+        super().__init__(protocol, optimizer, scheduler, views)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.item_dropout, self.scoring, self.temperature = item_dropout, scoring, temperature
-        if num_items is not None and max_len is not None:
+        self.id_encoder = self.content_encoder = None
+        if num_items is not None and max_len is not None and (feature_dims is not None or not use_content):
             self.build()
 
     def build(self) -> None:
         h = self.hparams
-        self.id_encoder = IDEncoder(h.num_items, h.hidden_size, h.inner_size, h.num_layers, h.num_heads, h.dropout,
-                                    h.attn_dropout, h.max_len, h.layer_norm_eps, h.init_std, h.activation)
+        shape = dict(hidden_size=h.hidden_size, inner_size=h.inner_size, num_layers=h.num_layers,
+                     num_heads=h.num_heads, dropout=h.dropout, attn_dropout=h.attn_dropout, max_len=h.max_len,
+                     layer_norm_eps=h.layer_norm_eps, init_std=h.init_std, activation=h.activation)
+        if h.use_id:
+            self.id_encoder = IDEncoder(h.num_items, **shape)
+        if h.use_content:
+            self.content_encoder = ContentEncoder(dict(h.feature_dims), **shape)
 
-    def _item_table(self) -> torch.Tensor:
-        return F.dropout(self.id_encoder.item_embedding.weight, self.item_dropout, self.training)
+    def id_table(self) -> torch.Tensor:
+        return F.dropout(self.id_encoder.item_embedding.weight, self.hparams.item_dropout, self.training)
 
-    def score(self, batch: dict) -> torch.Tensor:
-        user = self.id_encoder(batch["input"], last_only=True)
-        return item_scores(user, self._item_table(), self.scoring, self.temperature)
+    def _view(self, name: str) -> str:
+        return "main" if self.views == ("main",) else name
+
+    def scores(self, batch: dict) -> dict[str, torch.Tensor]:
+        h, out = self.hparams, {}
+        if h.use_id:
+            user = self.id_encoder(batch["input"], last_only=True)
+            out[self._view("id")] = item_scores(user, self.id_table(), h.scoring, h.temperature)
+        if h.use_content:
+            table = self.content_table(self.content_encoder)
+            user = self.content_encoder(batch["input"], table, last_only=True)
+            out[self._view("content")] = item_scores(user, table, "cosine", h.content_temperature)
+        return out
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        hidden = self.id_encoder(batch["input"])
+        h = self.hparams
         mask = batch["target"] > 0
-        scores = item_scores(hidden[mask], self._item_table(), self.scoring, self.temperature)
-        loss = full_softmax_ce(scores, batch["target"][mask])
+        targets = batch["target"][mask]
+        n = int(mask.sum())
+        loss = torch.zeros((), device=self.device)
+        if h.use_id:
+            hidden = self.id_encoder(batch["input"])
+            id_loss = full_softmax_ce(item_scores(hidden[mask], self.id_table(), h.scoring, h.temperature), targets)
+            self.log("train/id/loss", id_loss, batch_size=n)
+            loss = loss + id_loss
+        if h.use_content:
+            table = self.content_table(self.content_encoder)
+            states = self.content_encoder(batch["input"], table)[mask]
+            next_item = full_softmax_ce(item_scores(states, table, "cosine", h.content_temperature), targets)
+            contrast = content_contrastive(states, table[targets], targets, h.content_temperature)
+            self.log_dict({"train/content/loss": next_item, "train/content/contrastive": contrast}, batch_size=n)
+            loss = loss + next_item + h.alpha1 * contrast
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss {loss.item()} at global step {self.global_step}")
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=int(mask.sum()))
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
         return loss

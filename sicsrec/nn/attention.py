@@ -82,6 +82,22 @@ def last_index(items: torch.Tensor) -> torch.Tensor:
     return (items > 0).sum(1).clamp(min=1) - 1
 
 
+def run_layers(layers: nn.ModuleList, h: torch.Tensor, items: torch.Tensor, last_only: bool) -> torch.Tensor:
+    """Causal Transformer layers over (B, L, H); with ``last_only``, each row's last real state (B, H).
+
+    ``last_only`` runs the final layer for the last position alone: a causal model's user
+    state needs nothing else, and inference gets a third cheaper.
+    """
+    for layer in layers[:-1] if last_only else layers:
+        h = layer(h)
+    if not last_only:
+        return h
+    last = last_index(items)
+    query = h[torch.arange(h.shape[0], device=h.device), last][:, None]
+    visible = torch.arange(items.shape[1], device=items.device)[None] <= last[:, None]
+    return layers[-1](query, h, visible)[:, 0]
+
+
 def init_weights(module: nn.Module, std: float) -> None:
     """RecBole's initialisation: N(0, std) for linears and embeddings, LayerNorm at identity."""
     for m in module.modules():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sicsrec.nn.attention import TransformerLayer, init_weights, last_index
+from sicsrec.nn.attention import TransformerLayer, init_weights, run_layers
 
 
 class IDEncoder(nn.Module):
@@ -29,20 +29,9 @@ class IDEncoder(nn.Module):
         init_weights(self, init_std)
 
     def forward(self, items: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """Hidden states (B, L, H), or with ``last_only`` each row's last real state (B, H).
-
-        ``last_only`` runs the final layer for the last position alone: a causal model's user
-        state needs nothing else, and inference gets a third cheaper.
-        """
+        """Hidden states (B, L, H), or with ``last_only`` each row's last real state (B, H)."""
         if items.shape[1] > self.max_len:
             raise ValueError(f"input of {items.shape[1]} items exceeds max_len {self.max_len}")
         positions = torch.arange(items.shape[1], device=items.device)
         h = self.dropout(self.norm(self.item_embedding(items) + self.position_embedding(positions)))
-        for layer in self.layers[:-1] if last_only else self.layers:
-            h = layer(h)
-        if not last_only:
-            return h
-        last = last_index(items)
-        query = h[torch.arange(h.shape[0], device=h.device), last][:, None]
-        visible = torch.arange(items.shape[1], device=items.device)[None] <= last[:, None]
-        return self.layers[-1](query, h, visible)[:, 0]
+        return run_layers(self.layers, h, items, last_only)

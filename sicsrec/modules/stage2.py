@@ -1,0 +1,179 @@
+"""Stage two: LoRA tuning from the stage-1 checkpoint, with the mix-modality decoder and fusion.
+
+The two encoders' base weights are frozen and peft LoRA adapters are injected into their
+attention and feed-forward linears; the adapters train together with the decoder (causal
+cross-attention: ID queries, content keys/values) and the fusion of the three last-position
+states. Loss: cross-entropy over all items + α · content-aware contrastive loss.
+
+A stage-2 checkpoint holds only what stage 2 trained, and names its stage-1 checkpoint by path
+and SHA-256; loading it rebuilds the stage-1 model from that file first (and refuses another one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+
+from sicsrec.errors import ConfigError
+from sicsrec.evaluation import Protocol
+from sicsrec.modules.base import RecommenderModule
+from sicsrec.modules.stage1 import FeatureTable, Stage1Module
+from sicsrec.nn.losses import content_contrastive, full_softmax_ce, item_scores
+from sicsrec.nn.mix_decoder import Fusion, MixDecoder, gather_last
+
+LORA_TARGETS = ["query", "key", "value", "out", "dense_in", "dense_out"]
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Stage2Module(FeatureTable, RecommenderModule):
+    """Args:
+        stage1_checkpoint: the stage-1 checkpoint (ID + content encoders) to start from.
+        num_items, max_len: ``null`` takes them from the DataModule (must match stage 1).
+        lora_rank, lora_alpha, lora_dropout: LoRA settings (peft).
+        lora_targets: module-name suffixes LoRA wraps in both encoders.
+        decoder_layers, decoder_heads: mix-modality decoder shape (hidden size = stage 1's).
+        dropout, attn_dropout: of the decoder.
+        item_dropout: dropout on the item table at training.
+        train_item_table: also train the ID item table (frozen by default).
+        score_with_content: score against ID table + content table (default: the ID table).
+        alpha: weight of the content-aware contrastive loss.
+        temperature: τ of the contrastive loss.
+        use_content_stream, use_decoder, use_contrastive: ablation switches.
+        protocol, optimizer, scheduler: as in stage 1.
+    """
+
+    def __init__(self, stage1_checkpoint: str, num_items: int | None = None, max_len: int | None = None,
+                 lora_rank: int = 4, lora_alpha: int = 8, lora_dropout: float = 0.0,
+                 lora_targets: list[str] | None = None, decoder_layers: int = 1, decoder_heads: int = 2,
+                 dropout: float = 0.5, attn_dropout: float = 0.5, item_dropout: float = 0.5,
+                 train_item_table: bool = False, score_with_content: bool = False, alpha: float = 0.2,
+                 temperature: float = 0.05, use_decoder: bool = True, use_contrastive: bool = True,
+                 feature_dims: dict[str, int] | None = None, stage1_sha256: str | None = None,
+                 protocol: Protocol = "recbole", optimizer: OptimizerCallable = torch.optim.Adam,
+                 scheduler: LRSchedulerCallable | None = None):
+        super().__init__(protocol, optimizer, scheduler)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.stage1 = None
+        if num_items is not None and max_len is not None and feature_dims is not None:
+            self.build()
+
+    # ---- construction -------------------------------------------------------------------------
+    def build(self) -> None:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        h = self.hparams
+        path = Path(h.stage1_checkpoint)
+        if not path.is_file():
+            raise ConfigError(f"stage-1 checkpoint not found: {path}")
+        digest = file_sha256(path)
+        if h.stage1_sha256 is not None and h.stage1_sha256 != digest:
+            raise ConfigError(f"{path} changed since this stage-2 model was trained (sha256 {digest[:12]} ≠ "
+                              f"{h.stage1_sha256[:12]}): point stage1_checkpoint to the original file")
+        self.hparams["stage1_sha256"] = digest
+        stage1 = Stage1Module.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+        s = stage1.hparams
+        if not (s.use_id and s.use_content):
+            raise ConfigError(f"{path} is not a full stage-1 model (use_id and use_content are needed)")
+        for name in ("num_items", "max_len"):
+            if s[name] != h[name]:
+                raise ConfigError(f"stage 1 was trained with {name}={s[name]}, the data gives {h[name]}")
+        if dict(s.feature_dims) != dict(h.feature_dims):
+            raise ConfigError(f"stage 1 used features {dict(s.feature_dims)}, the data gives {dict(h.feature_dims)}")
+        stage1.requires_grad_(False)
+        config = LoraConfig(r=h.lora_rank, lora_alpha=h.lora_alpha, lora_dropout=h.lora_dropout,
+                            target_modules=h.lora_targets or LORA_TARGETS)
+        for encoder in (stage1.id_encoder, stage1.content_encoder):
+            inject_adapter_in_model(config, encoder)
+        for name, p in stage1.named_parameters():
+            p.requires_grad_("lora_" in name or (h.train_item_table and name == "id_encoder.item_embedding.weight"))
+        self.stage1 = stage1
+        self.decoder = MixDecoder(s.hidden_size, s.inner_size, h.decoder_layers, h.decoder_heads, h.dropout,
+                                  h.attn_dropout, s.layer_norm_eps, s.init_std, s.activation) if h.use_decoder else None
+        self.fusion = Fusion(s.hidden_size, 3 if h.use_decoder else 2)
+
+    def lora_report(self) -> dict[str, dict[str, int | float]]:
+        """LoRA parameters per encoder against the encoder's frozen base parameters."""
+        out = {}
+        for name in ("id_encoder", "content_encoder"):
+            enc = getattr(self.stage1, name)
+            lora = sum(p.numel() for n, p in enc.named_parameters() if "lora_" in n)
+            base = sum(p.numel() for n, p in enc.named_parameters() if "lora_" not in n)
+            out[name] = {"lora": lora, "frozen": base, "share": lora / base}
+        return out
+
+    # ---- model --------------------------------------------------------------------------------
+    def item_table(self, content: torch.Tensor) -> torch.Tensor:
+        table = self.stage1.id_encoder.item_embedding.weight
+        if self.hparams.score_with_content:
+            table = table + content
+        return F.dropout(table, self.hparams.item_dropout, self.training)
+
+    def user_states(self, items: torch.Tensor, content: torch.Tensor, all_positions: bool) -> torch.Tensor:
+        id_h = self.stage1.id_encoder(items)
+        content_h = self.stage1.content_encoder(items, content)
+        streams = [id_h, content_h]
+        if self.decoder is not None:
+            streams.append(self.decoder(id_h, content_h))
+        if not all_positions:
+            streams = [gather_last(s, items) for s in streams]
+        return self.fusion(*streams)
+
+    def scores(self, batch: dict) -> dict[str, torch.Tensor]:
+        content = self.content_table(self.stage1.content_encoder)
+        user = self.user_states(batch["input"], content, all_positions=False)
+        return {"main": item_scores(user, self.item_table(content))}
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        h = self.hparams
+        mask = batch["target"] > 0
+        targets = batch["target"][mask]
+        content = self.content_table(self.stage1.content_encoder)
+        users = self.user_states(batch["input"], content, all_positions=True)[mask]
+        ce = full_softmax_ce(item_scores(users, self.item_table(content)), targets)
+        loss = ce
+        n = int(mask.sum())
+        if h.use_contrastive and h.alpha > 0:
+            contrast = content_contrastive(users, content[targets], targets, h.temperature)
+            loss = loss + h.alpha * contrast
+            self.log("train/contrastive", contrast, batch_size=n)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss {loss.item()} at global step {self.global_step}")
+        self.log_dict({"train/loss": loss, "train/ce": ce}, prog_bar=True, batch_size=n)
+        return loss
+
+    # ---- checkpoints hold only what stage 2 trained -------------------------------------------
+    def trained_keys(self) -> set[str]:
+        return {n for n, p in self.named_parameters() if p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        keep = self.trained_keys()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        checkpoint["stage1_checkpoint"] = {"path": str(self.hparams.stage1_checkpoint),
+                                           "sha256": self.hparams.stage1_sha256}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        saved = checkpoint.get("stage1_checkpoint", {}).get("sha256")
+        if saved is not None and self.hparams.stage1_sha256 not in (None, saved):
+            raise ConfigError(f"this stage-2 checkpoint was trained on a stage-1 checkpoint with sha256 {saved[:12]}, "
+                              f"but {self.hparams.stage1_checkpoint} has {self.hparams.stage1_sha256[:12]}")
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load a stage-2 state (trained parameters only) over the rebuilt stage-1 model."""
+        missing = self.trained_keys() - set(state_dict)
+        unexpected = set(state_dict) - {n for n, _ in self.named_parameters()}
+        if strict and (missing or unexpected):
+            raise ConfigError(f"stage-2 checkpoint does not fit this model: missing {sorted(missing)[:3]}, "
+                              f"unexpected {sorted(unexpected)[:3]}")
+        return super().load_state_dict(state_dict, strict=False, assign=assign)

@@ -1,0 +1,52 @@
+"""The mix-modality sequence decoder and the fusion of the three streams into one user vector."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sicsrec.nn.attention import TransformerLayer, init_weights, last_index
+
+
+class MixDecoder(nn.Module):
+    """Stacked layers of causal cross-attention — queries from the ID stream, keys and values
+    from the content stream (position i sees content positions ≤ i) — and a feed-forward
+    block; each layer's output is the next layer's query stream."""
+
+    def __init__(self, hidden_size: int = 256, inner_size: int = 256, num_layers: int = 1, num_heads: int = 2,
+                 dropout: float = 0.5, attn_dropout: float = 0.5, layer_norm_eps: float = 1e-12,
+                 init_std: float = 0.02, activation: str = "gelu"):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            TransformerLayer(hidden_size, num_heads, inner_size, dropout, attn_dropout, layer_norm_eps, activation)
+            for _ in range(num_layers))
+        init_weights(self, init_std)
+
+    def forward(self, id_states: torch.Tensor, content_states: torch.Tensor) -> torch.Tensor:
+        h = id_states
+        for layer in self.layers:
+            h = layer(h, content_states)
+        return h
+
+
+class Fusion(nn.Module):
+    """Concatenate the last-position states of the ID, content and decoder streams → one user vector.
+
+    Initialised to pass the first (ID) stream through unchanged and the others at zero: tuning
+    starts from the pre-trained ID model's scores instead of from a random user vector.
+    """
+
+    def __init__(self, hidden_size: int = 256, streams: int = 3):
+        super().__init__()
+        self.proj = nn.Linear(streams * hidden_size, hidden_size)
+        with torch.no_grad():
+            self.proj.weight.zero_()
+            self.proj.weight[:, :hidden_size] = torch.eye(hidden_size)
+            self.proj.bias.zero_()
+
+    def forward(self, *states: torch.Tensor) -> torch.Tensor:
+        return self.proj(torch.cat(states, dim=-1))
+
+
+def gather_last(h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    return h[torch.arange(h.shape[0], device=h.device), last_index(items)]

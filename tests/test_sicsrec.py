@@ -1,0 +1,128 @@
+"""The SICSRec model: content encoder, stage 1 with both encoders, stage 2 with LoRA."""
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from sicsrec.content.encoders import TextEncoder
+from sicsrec.content.featurize import featurize
+from sicsrec.data import SequenceDataModule
+from sicsrec.errors import ConfigError
+from sicsrec.modules import Stage1Module, Stage2Module
+from sicsrec.nn.content_encoder import ContentEncoder
+from sicsrec.nn.losses import content_contrastive
+
+TINY = dict(hidden_size=32, inner_size=32, dropout=0.1, attn_dropout=0.1)
+
+
+@pytest.fixture(scope="module")
+def features(generated, tmp_path_factory):
+    out = tmp_path_factory.mktemp("features")
+    text = TextEncoder(model="minilm", random_init=True,
+                       config_overrides={"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 32,
+                                         "num_attention_heads": 2})
+    featurize(str(generated), text=text, out=str(out))
+    return out / "features.json"
+
+
+def datamodule(generated, features):
+    return SequenceDataModule(str(generated), max_len=10, batch_size=256, features=str(features))
+
+
+def fit(model, dm, tmp_path, epochs=2):
+    ckpt = ModelCheckpoint(dirpath=tmp_path, monitor="valid/hr@10", mode="max")
+    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[ckpt], num_sanity_val_steps=0)
+    trainer.fit(model, dm)
+    return trainer, ckpt.best_model_path
+
+
+@pytest.fixture(scope="module")
+def stage1_checkpoint(generated, features, tmp_path_factory):
+    L.seed_everything(0, verbose=False)
+    model = Stage1Module(use_content=True, **TINY)
+    trainer, path = fit(model, datamodule(generated, features), tmp_path_factory.mktemp("s1"))
+    assert {"valid/id/hr@10", "valid/content/hr@10", "valid/hr@10"} <= set(trainer.callback_metrics)
+    return path
+
+
+def test_content_vectors_are_normalised_sums_over_present_modalities():
+    enc = ContentEncoder({"text": 6, "image": 8}, hidden_size=4, inner_size=4, max_len=5)
+    feats = {"text": torch.randn(4, 6), "image": torch.randn(4, 8)}
+    masks = {"text": torch.ones(4, dtype=torch.bool), "image": torch.tensor([True, True, False, True])}
+    table = enc.item_vectors(feats, masks)
+    assert torch.all(table[0] == 0)
+    assert torch.allclose(table[1:].norm(dim=-1), torch.ones(3))
+    expected = torch.nn.functional.normalize(enc.projections["text"](feats["text"][2]), dim=-1)
+    assert torch.allclose(table[2], expected, atol=1e-6)  # no cover: text alone, no zero image vector
+
+
+def test_stage1_losses_stay_in_their_own_encoder(generated, features):
+    dm = datamodule(generated, features)
+    dm.setup("fit")
+    model = Stage1Module(use_content=True, **TINY)
+    model.bind_features(dm)
+    model.bind_data(dm.num_items, dm.max_len)
+    batch = next(iter(dm.train_dataloader()))
+    for use_id, use_content in ((True, False), (False, True)):
+        model.zero_grad()
+        model.hparams.use_id, model.hparams.use_content = use_id, use_content
+        model.training_step(batch, 0).backward()
+        id_grads = any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.id_encoder.parameters())
+        content_grads = any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.content_encoder.parameters())
+        assert (id_grads, content_grads) == (use_id, use_content)
+
+
+def test_contrastive_masks_targets_equal_to_the_positive():
+    torch.manual_seed(0)
+    user, content = torch.randn(4, 8), torch.randn(4, 8)
+    targets = torch.tensor([3, 5, 3, 9])
+    content[2] = content[0]
+    loss = content_contrastive(user, content, targets, 0.1)
+    u, c = torch.nn.functional.normalize(user, dim=-1), torch.nn.functional.normalize(content, dim=-1)
+    logits = u @ c.T / 0.1
+    logits[0, 2] = logits[2, 0] = float("-inf")
+    assert torch.allclose(loss, torch.nn.functional.cross_entropy(logits, torch.arange(4)))
+
+
+def test_lora_adds_under_five_percent_of_each_frozen_encoder(generated, features, tmp_path):
+    L.seed_everything(0, verbose=False)
+    dm = datamodule(generated, features)
+    model = Stage1Module(use_content=True)  # default size: hidden 256
+    model.bind_features(dm)
+    model.bind_data(dm.num_items, dm.max_len)
+    trainer = L.Trainer(max_epochs=0, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, dm)
+    trainer.save_checkpoint(tmp_path / "s1.ckpt")
+    stage2 = Stage2Module(str(tmp_path / "s1.ckpt"))
+    stage2.bind_features(dm)
+    stage2.bind_data(dm.num_items, dm.max_len)
+    report = stage2.lora_report()
+    assert all(0 < r["share"] < 0.05 for r in report.values()), report
+
+
+def test_stage2_checkpoint_holds_only_what_stage2_trained_and_rebuilds_exactly(generated, features, stage1_checkpoint,
+                                                                               tmp_path):
+    L.seed_everything(0, verbose=False)
+    dm = datamodule(generated, features)
+    model = Stage2Module(stage1_checkpoint, dropout=0.1, attn_dropout=0.1, item_dropout=0.1)
+    trainer, path = fit(model, dm, tmp_path)
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert set(saved["state_dict"]) == trained
+    assert not any(k.startswith("stage1.") and "lora_" not in k for k in saved["state_dict"])
+    assert saved["stage1_checkpoint"]["sha256"] == model.hparams.stage1_sha256
+    expected = trainer.test(model, dm, ckpt_path=path, verbose=False)[0]
+    fresh = Stage2Module(stage1_checkpoint, dropout=0.1, attn_dropout=0.1, item_dropout=0.1)
+    again = L.Trainer(logger=False, enable_progress_bar=False).test(fresh, datamodule(generated, features),
+                                                                     ckpt_path=path, verbose=False)[0]
+    assert again == pytest.approx(expected, abs=1e-6)
+
+
+def test_stage2_refuses_a_changed_stage1_checkpoint(generated, features, stage1_checkpoint, tmp_path):
+    dm = datamodule(generated, features)
+    model = Stage2Module(stage1_checkpoint, stage1_sha256="0" * 64)
+    model.bind_features(dm)
+    with pytest.raises(ConfigError, match="changed since"):
+        model.bind_data(dm.num_items, dm.max_len)
