@@ -13,7 +13,7 @@ from pathlib import Path
 from lightning.pytorch.cli import LightningCLI
 
 from sicsrec.callbacks import PredictionWriter
-from sicsrec.errors import ConfigError, DataError
+from sicsrec.errors import ConfigError, DataError, TrainingError
 from sicsrec.io import write_json_atomic
 
 REPORT_PACKAGES = ("sicsrec", "torch", "lightning", "numpy", "transformers", "peft", "timm")
@@ -164,6 +164,9 @@ def main(argv: list[str] | None = None) -> None:
     except (DataError, ConfigError) as err:
         print(f"sicsrec: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except TrainingError as err:
+        print(f"sicsrec: training stopped: {err}", file=sys.stderr)
+        raise SystemExit(3) from None
 
 
 if __name__ == "__main__":

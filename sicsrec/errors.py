@@ -25,3 +25,7 @@ class DataError(ValueError):
 
 class ConfigError(ValueError):
     """A configuration that contradicts itself or the data (e.g. a checkpoint for another catalogue)."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); says where, and what to resume from."""

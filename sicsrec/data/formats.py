@@ -338,6 +338,10 @@ def load_cover(path: str | None):
     try:
         with Image.open(path) as img:
             img.draft("RGB", (512, 512))  # huge JPEGs decode at reduced size
-            return img.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError):
+            if img.mode in ("RGBA", "LA", "P"):
+                img = img.convert("RGBA")
+                background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(background, img)  # transparent → white, not black
+            return img.convert("RGB")  # also grayscale, CMYK, 16-bit
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         return None

@@ -18,7 +18,7 @@ from torch import nn
 
 from sicsrec.content.encoders import ImageEncoder, ProjectionHead, TextEncoder
 from sicsrec.errors import ConfigError
-from sicsrec.modules.base import parameter_groups
+from sicsrec.modules.base import check_finite, parameter_groups
 from sicsrec.nn.losses import info_nce
 
 
@@ -139,8 +139,7 @@ class AlignModule(L.LightningModule):
             raise ConfigError("no loss term applies to this batch: check the modalities and weights")
         weights = {"t2t": self.hparams.weight_t2t, "i2i": self.hparams.weight_i2i, "t2i": self.hparams.weight_t2i}
         loss = sum(weights[k] * v for k, v in parts.items())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite alignment loss at global step {self.global_step}")
+        check_finite(self, loss)
         n = len(batch["target"])
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log_dict({f"train/{k}": v for k, v in parts.items()}, batch_size=n)

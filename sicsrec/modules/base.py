@@ -7,8 +7,21 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from sicsrec.errors import ConfigError
+from sicsrec.errors import ConfigError, TrainingError
 from sicsrec.evaluation import Protocol, RankingMetrics
+
+
+def check_finite(module: L.LightningModule, loss: torch.Tensor) -> None:
+    """Stop on a NaN/inf loss, naming the step and the last good checkpoint to resume from."""
+    if torch.isfinite(loss):
+        return
+    trainer = module._trainer
+    ckpt = ""
+    if trainer is not None and trainer.checkpoint_callback is not None:
+        ckpt = trainer.checkpoint_callback.last_model_path or trainer.checkpoint_callback.best_model_path
+    raise TrainingError(f"training loss is {loss.item()} at epoch {module.current_epoch}, global step "
+                        f"{module.global_step}; last good checkpoint: {ckpt or 'none saved yet'} "
+                        "(lower the learning rate, or resume with --ckpt_path)")
 
 
 def parameter_groups(module: nn.Module) -> list[dict]:

@@ -16,7 +16,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from sicsrec.errors import ConfigError
 from sicsrec.evaluation import Protocol
-from sicsrec.modules.base import RecommenderModule
+from sicsrec.modules.base import RecommenderModule, check_finite
 from sicsrec.nn.content_encoder import ContentEncoder
 from sicsrec.nn.id_encoder import IDEncoder
 from sicsrec.nn.losses import Scoring, content_contrastive, full_softmax_ce, item_scores
@@ -131,7 +131,6 @@ class Stage1Module(FeatureTable, RecommenderModule):
             contrast = content_contrastive(states, table[targets], targets, h.content_temperature)
             self.log_dict({"train/content/loss": next_item, "train/content/contrastive": contrast}, batch_size=n)
             loss = loss + next_item + h.alpha1 * contrast
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss {loss.item()} at global step {self.global_step}")
+        check_finite(self, loss)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
         return loss

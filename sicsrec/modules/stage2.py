@@ -20,7 +20,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from sicsrec.errors import ConfigError
 from sicsrec.evaluation import Protocol
-from sicsrec.modules.base import RecommenderModule
+from sicsrec.modules.base import RecommenderModule, check_finite
 from sicsrec.modules.stage1 import FeatureTable, Stage1Module
 from sicsrec.nn.losses import content_contrastive, full_softmax_ce, item_scores
 from sicsrec.nn.mix_decoder import Fusion, MixDecoder, gather_last
@@ -147,8 +147,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
             contrast = content_contrastive(users, content[targets], targets, h.temperature)
             loss = loss + h.alpha * contrast
             self.log("train/contrastive", contrast, batch_size=n)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss {loss.item()} at global step {self.global_step}")
+        check_finite(self, loss)
         self.log_dict({"train/loss": loss, "train/ce": ce}, prog_bar=True, batch_size=n)
         return loss
 
