@@ -190,14 +190,16 @@ class NineRecFormat:
             rows.append((line, *(f.strip() for f in fields)))
         order = self.pair_order
         if order == "auto":
-            first_items = all(r[1] in known for r in rows)
-            second_items = all(r[2] in known for r in rows)
-            if first_items == second_items:
-                why = "both" if first_items else "neither"
+            first = sum(r[1] in known for r in rows)
+            second = sum(r[2] in known for r in rows)
+            if first == second or max(first, second) < 0.5 * len(rows):
+                why = "both" if first == len(rows) else "neither"
                 raise DataError(path, f"cannot tell which column holds items: {why} of the first two "
                                       "columns match the item file",
                                 hint="set pair_order: user_item or item_user")
-            order = "item_user" if first_items else "user_item"
+            # The column that matches (nearly) every row holds items; a row where it does not
+            # is reported below with its line.
+            order = "item_user" if first > second else "user_item"
         user_col, item_col = (1, 2) if order == "user_item" else (2, 1)
         by_user: dict[str, list[tuple[float, int, str]]] = {}
         for k, row in enumerate(rows):
