@@ -1,5 +1,6 @@
 """The catalogue of bad input (docs/errors.md): each case gives one clear error or a counted skip."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -170,3 +171,71 @@ def test_a_killed_writer_leaves_no_file_a_later_run_would_trust(tmp_path):
     assert not target.exists()
     leftovers = list(tmp_path.glob(".out.npy.*.tmp"))
     assert len(leftovers) == 1  # a stray temporary, never the real name
+
+
+class LMDB_Image:  # noqa: N801 - NineRec's record class, pickled under this name
+    def __init__(self, image, id):
+        self.channels = image.shape[2]
+        self.size = image.shape[:2]
+        self.image = image.tobytes()
+        self.id = id
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/sicsrec-pwned",))
+
+
+def test_lmdb_covers_are_read_through_a_restricted_unpickler(tmp_path):
+    import pickle
+
+    import lmdb
+    import numpy as np
+
+    from sicsrec.data.formats import NineRecFormat
+
+    root = tmp_path / "X"
+    root.mkdir()
+    (root / "X_item.csv").write_text("v1,a,A\nv2,b,B\nv3,c,C\n")
+    (root / "X_pair.csv").write_text("u1,v1,1\nu1,v2,2\nu1,v3,3\n")
+    env = lmdb.open(str(root / "X_cover.lmdb"), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        txn.put(b"v1", pickle.dumps(LMDB_Image(np.full((8, 6, 3), 200, dtype=np.uint8), "v1")))
+        txn.put(b"v2", pickle.dumps(Exploit()))
+    env.close()
+    raw = NineRecFormat().read(root)
+    img = load_cover(raw.images[0])
+    assert img.size == (6, 8) and img.getpixel((0, 0)) == (200, 200, 200)
+    assert load_cover(raw.images[2]) is None  # no record: a counted missing cover
+    with pytest.raises(DataError, match="refusing to unpickle posix.system|refusing to unpickle os.system") as err:
+        load_cover(raw.images[1])
+    assert "'v2'" in str(err.value)
+    assert not os.path.exists("/tmp/sicsrec-pwned")
+
+
+def test_a_damaged_prepared_cache_is_rebuilt_not_trusted(tmp_path):
+    root = dataset(tmp_path / "d")
+    first = prepare(root, cache_dir=tmp_path / "c")
+    (cached,) = (tmp_path / "c" / "prepared").glob("*.npz")
+    cached.write_bytes(cached.read_bytes()[:100])
+    again = prepare(root, cache_dir=tmp_path / "c")
+    assert again.key == first.key and again.user_ids == first.user_ids
+    assert (again.items == first.items).all()
+
+
+def test_features_made_for_another_dataset_are_refused(tmp_path, generated):
+    manifest = tmp_path / "features.json"
+    manifest.write_text('{"dataset": "Other", "data_key": "abc", "text": {"path": "x", "key": "y", "dim": 3}}')
+    dm = SequenceDataModule(str(generated), features=str(manifest))
+    with pytest.raises(ConfigError, match="another dataset"):
+        dm.item_features()
+
+
+def test_catalogue_with_missing_columns_names_them(tmp_path):
+    from sicsrec.data.formats import CatalogueFormat
+
+    (tmp_path / "items.csv").write_text("item_id,title\na,A\n")
+    (tmp_path / "interactions.csv").write_text("user,item_id\nu,a\n")
+    with pytest.raises(DataError, match=r"missing column\(s\) \['user_id', 'timestamp'\]") as err:
+        CatalogueFormat().read(tmp_path)
+    assert err.value.path.endswith("interactions.csv")

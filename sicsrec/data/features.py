@@ -47,13 +47,21 @@ def text_table_digest(titles: list[str]) -> str:
 
 def image_table_digest(paths: list[str | None]) -> str:
     """Paths with size and modification time (hashing every cover's bytes would cost a full read)."""
+    from sicsrec.data.lmdb_covers import PREFIX
+
     entries = []
+    databases = set()
     for p in paths:
-        if p is None or not os.path.exists(p):
+        if p is not None and p.startswith(PREFIX):
+            databases.add(p[len(PREFIX):].partition("::")[0])
+            entries.append(p)
+        elif p is None or not os.path.exists(p):
             entries.append(None)
         else:
             st = os.stat(p)
             entries.append((p, st.st_size, st.st_mtime_ns))
+    for db in sorted(databases):
+        entries += [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(Path(db).iterdir())]
     return _digest(entries)
 
 

@@ -174,11 +174,15 @@ class NineRecFormat:
             sources = [item_path, behaviour_path]
         else:
             raise DataError(root, f"neither {pair_path.name} nor {behaviour_path.name} found")
-        cover_dir = root / f"{name}_cover"
+        cover_dir, cover_db = root / f"{name}_cover", root / f"{name}_cover.lmdb"
         images = None
         if cover_dir.is_dir():
             files = {p.stem: p for p in cover_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
             images = [str(files[i]) if i in files else None for i in item_ids]
+        elif cover_db.is_dir():
+            from sicsrec.data.lmdb_covers import cover_ref
+
+            images = [cover_ref(cover_db.resolve(), i) for i in item_ids]
         return RawDataset(name, item_ids, titles, images, users, sequences, sources)
 
     def _read_pairs(self, path: Path, known: dict[str, int], item_path: Path):
@@ -337,6 +341,10 @@ def load_cover(path: str | None):
         return None
     from PIL import Image, UnidentifiedImageError
 
+    from sicsrec.data.lmdb_covers import PREFIX, read_lmdb_cover
+
+    if path.startswith(PREFIX):
+        return read_lmdb_cover(path)
     try:
         with Image.open(path) as img:
             img.draft("RGB", (512, 512))  # huge JPEGs decode at reduced size

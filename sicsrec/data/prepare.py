@@ -128,10 +128,13 @@ def prepare(root: str | Path, reader: Reader | None = None, min_seq_len: int = 3
     key = hash_files(sources, extra=options)
     path = cache_root(cache_dir) / "prepared" / f"{root.name}-{key[:16]}.npz"
     if path.is_file():
-        data = PreparedData.load(path)
-        if data.key == key:
-            return data
-        log.warning("prepared cache %s has another key; rebuilding", path)
+        try:
+            data = PreparedData.load(path)
+            if data.key == key:
+                return data
+            log.warning("prepared cache %s has another key; rebuilding", path)
+        except DataError as err:
+            log.warning("%s; rebuilding it", err)
     raw = reader.read(root)
     data = build(raw, key, min_seq_len, drop_consecutive_duplicates)
     data.save(path)
@@ -142,6 +145,8 @@ def prepare(root: str | Path, reader: Reader | None = None, min_seq_len: int = 3
 def cover_listing(root: Path) -> list:
     """Names, sizes and times of cover files: the prepared data records their paths."""
     listing = []
+    for db in sorted(root.glob("*_cover.lmdb")):
+        listing += [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(db.iterdir())]
     for folder in sorted(root.glob("*_cover")):
         for p in sorted(folder.iterdir()):
             st = p.stat()
