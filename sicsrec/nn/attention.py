@@ -108,3 +108,27 @@ def init_weights(module: nn.Module, std: float) -> None:
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+class CausalSequenceEncoder(nn.Module):
+    """Item vectors + learned positions → LayerNorm, dropout → causal Transformer layers: the
+    trunk the ID and the content encoders share (they differ only in where item vectors come from)."""
+
+    def __init__(self, hidden_size: int, inner_size: int, num_layers: int, num_heads: int, dropout: float,
+                 attn_dropout: float, max_len: int, layer_norm_eps: float, activation: str):
+        super().__init__()
+        self.max_len = max_len
+        self.position_embedding = nn.Embedding(max_len, hidden_size)
+        self.norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.dropout = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(
+            TransformerLayer(hidden_size, num_heads, inner_size, dropout, attn_dropout, layer_norm_eps, activation)
+            for _ in range(num_layers))
+
+    def encode(self, vectors: torch.Tensor, items: torch.Tensor, last_only: bool) -> torch.Tensor:
+        """Hidden states (B, L, H), or with ``last_only`` each row's last real state (B, H)."""
+        if items.shape[1] > self.max_len:
+            raise ValueError(f"input of {items.shape[1]} items exceeds max_len {self.max_len}")
+        positions = torch.arange(items.shape[1], device=items.device)
+        h = self.dropout(self.norm(vectors + self.position_embedding(positions)))
+        return run_layers(self.layers, h, items, last_only)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sicsrec.nn.attention import TransformerLayer, init_weights, run_layers
+from sicsrec.nn.attention import CausalSequenceEncoder, init_weights
 
 
 class ModalityProjection(nn.Module):
@@ -20,7 +20,7 @@ class ModalityProjection(nn.Module):
         return self.net(x)
 
 
-class ContentEncoder(nn.Module):
+class ContentEncoder(CausalSequenceEncoder):
     """Content vectors of items (projected features of each modality present, summed,
     L2-normalised) fed, with learned positions, through a causal Transformer.
 
@@ -30,17 +30,11 @@ class ContentEncoder(nn.Module):
     def __init__(self, feature_dims: dict[str, int], hidden_size: int = 256, inner_size: int = 256,
                  num_layers: int = 2, num_heads: int = 2, dropout: float = 0.5, attn_dropout: float = 0.5,
                  max_len: int = 50, layer_norm_eps: float = 1e-12, init_std: float = 0.02, activation: str = "gelu"):
-        super().__init__()
         if not feature_dims:
             raise ValueError("the content encoder needs at least one modality's features")
-        self.max_len = max_len
+        super().__init__(hidden_size, inner_size, num_layers, num_heads, dropout, attn_dropout, max_len,
+                         layer_norm_eps, activation)
         self.projections = nn.ModuleDict({m: ModalityProjection(d, hidden_size) for m, d in feature_dims.items()})
-        self.position_embedding = nn.Embedding(max_len, hidden_size)
-        self.norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.dropout = nn.Dropout(dropout)
-        self.layers = nn.ModuleList(
-            TransformerLayer(hidden_size, num_heads, inner_size, dropout, attn_dropout, layer_norm_eps, activation)
-            for _ in range(num_layers))
         init_weights(self, init_std)
 
     def item_vectors(self, features: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -53,6 +47,5 @@ class ContentEncoder(nn.Module):
         return torch.cat([torch.zeros_like(total[:1]), total[1:]])
 
     def forward(self, items: torch.Tensor, table: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        positions = torch.arange(items.shape[1], device=items.device)
-        h = self.dropout(self.norm(table[items] + self.position_embedding(positions)))
-        return run_layers(self.layers, h, items, last_only)
+        """``table`` holds the content vectors of all items (``item_vectors``)."""
+        return self.encode(table[items], items, last_only)
