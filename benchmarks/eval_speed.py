@@ -63,8 +63,8 @@ def main() -> None:
 
     print(f"machine: {platform.processor() or platform.machine()}, torch threads {args.threads}, "
           f"torch {torch.__version__}")
-    print(f"| dataset | users | items | ranking users/s | whole test pass (s) |")
-    print(f"|---|---:|---:|---:|---:|")
+    print("| dataset | users | items | ranking users/s | whole test pass (s) |")
+    print("|---|---:|---:|---:|---:|")
     print(f"| {args.dataset} | {n_users:,} | {dm.num_items:,} | {n_users / min(rank_times):,.0f} | "
           f"{min(pass_times):.2f} |")
 

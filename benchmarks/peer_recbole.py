@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path

@@ -3,7 +3,6 @@ not find one when every user's sequence is shuffled (negative control)."""
 
 import lightning as L
 import pytest
-import torch
 
 from sicsrec.data import SequenceDataModule
 from sicsrec.data.generate import generate

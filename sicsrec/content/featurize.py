@@ -21,9 +21,7 @@ log = logging.getLogger(__name__)
 
 def text_item_features(encoder: TextEncoder, data: PreparedData, text_column: str = "en", batch_size: int = 128,
                        cache_dir: str | None = None, progress: bool = True) -> ItemFeatures:
-    if text_column not in data.titles:
-        raise DataError(data.name, f"text_column {text_column!r} not among {list(data.titles)}")
-    titles = data.titles[text_column]
+    titles = data.titles_in(text_column)
     identity = {**encoder.identity(), "text_column": text_column}
     key = feature_key(identity, weights_digest(encoder), text_table_digest(titles))
     path = cached_features(data.name, "text", key, cache_dir)

@@ -180,7 +180,6 @@ class HFJudge(Judge):
             kwargs = dict(do_sample=False, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos)
             if self.constrained:
                 options = [{self._encode(a): a for a in r.candidate_lines + [NONE_ANSWER]} for r in chunk]
-                prefixes = [{seq[:k] for seq in opts for k in range(len(seq) + 1)} for opts in options]
 
                 def allowed(row: int, ids: torch.Tensor) -> list[int]:
                     done = tuple(ids[prompt_len:].tolist())

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sicsrec.content.judges import EmbeddingJudge, Judge, Request, parse_answer
 from sicsrec.data.prepare import PreparedData, prepare
-from sicsrec.errors import ConfigError, DataError
+from sicsrec.errors import ConfigError
 from sicsrec.io import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ STATUSES = ("chosen", "none", "invalid", "outside", "failed")
 
 def build_requests(data: PreparedData, text_column: str, max_candidates: int) -> tuple[list[Request], int]:
     """One request per user with at least one earlier training item; the count of users without."""
-    titles = data.titles[text_column]
+    titles = data.titles_in(text_column)
     requests, without = [], 0
     for u in range(data.num_users):
         train = data.sequence(u)[:-2]
@@ -74,8 +74,7 @@ def construct_pairs(data: PreparedData, judge: Judge, out: str | Path, text_colu
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if text_column not in data.titles:
-        raise DataError(data.name, f"text_column {text_column!r} not among {list(data.titles)}")
+    data.titles_in(text_column)
     requests, without = build_requests(data, text_column, max_candidates)
     log_path = out / "judgements.jsonl"
     setting = {"data_key": data.key, "text_column": text_column, "max_candidates": max_candidates,

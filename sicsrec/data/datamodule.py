@@ -70,11 +70,7 @@ class SequenceDataModule(L.LightningDataModule):
 
             generate(self.root, users=2000, items=300, seed=0)
         data = prepare(self.root, self.reader, self.min_seq_len, self.drop_consecutive_duplicates, self.cache_dir)
-        if self.text_column not in data.titles:
-            from sicsrec.errors import DataError
-
-            raise DataError(self.root, f"text_column {self.text_column!r} not in this dataset's titles "
-                                       f"({', '.join(data.titles)})")
+        data.titles_in(self.text_column)
         return data
 
     def item_features(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -254,7 +250,7 @@ class AlignDataModule(L.LightningDataModule):
         self.batch_seed = seed
 
     def _title(self, item: int) -> str:
-        return self.data.titles[self.text_column][item - 1]
+        return self.data.titles_in(self.text_column)[item - 1]
 
     def _cover(self, item: int):
         from sicsrec.data.formats import load_cover
@@ -291,7 +287,7 @@ class AlignDataModule(L.LightningDataModule):
     def collate_validation(self, _) -> dict:
         rows = self.valid_pairs
         batch = {"target": torch.from_numpy(rows[:, 0]), "chosen": torch.from_numpy(rows[:, 1]),
-                 "all_titles": list(self.data.titles[self.text_column])}
+                 "all_titles": list(self.data.titles_in(self.text_column))}
         if self.has_images:
             covers = {int(i): self._cover(int(i)) for i in self.held_items}
             batch.update(self._items([i for i, c in covers.items() if c is not None], covers))

@@ -25,7 +25,6 @@ negative control for the image path. Files written to ``out``: ``<name>_item.csv
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Literal
 

@@ -43,6 +43,12 @@ class PreparedData:
     def num_users(self) -> int:
         return len(self.user_ids)
 
+    def titles_in(self, column: str) -> list[str]:
+        """The titles of one language (``text_column``); a clear error if the dataset lacks it."""
+        if column not in self.titles:
+            raise DataError(self.name, f"text_column {column!r} not among this dataset's titles {list(self.titles)}")
+        return self.titles[column]
+
     def sequence(self, user: int) -> np.ndarray:
         return self.items[self.offsets[user]: self.offsets[user + 1]]
 

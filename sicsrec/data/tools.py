@@ -7,7 +7,7 @@ from typing import Literal
 
 from sicsrec.data import generate as gen
 from sicsrec.data.prepare import format_stats, prepare
-from sicsrec.io import write_json_atomic
+from sicsrec.io import cache_root, write_json_atomic
 
 
 def generate(out: str, users: int = 2000, items: int = 300, seed: int = 0, name: str = "Gen",
@@ -43,15 +43,9 @@ def prepare_dataset(root: str, min_seq_len: int = 3, drop_consecutive_duplicates
         cache_dir: cache folder (default ``$SICSREC_CACHE`` or ``~/.cache/sicsrec``).
     """
     data = prepare(root, None, min_seq_len, drop_consecutive_duplicates, cache_dir)
-    from sicsrec.errors import DataError
-
-    if text_column not in data.titles:
-        raise DataError(root, f"text_column {text_column!r} not among {list(data.titles)}")
-    empty = sum(1 for t in data.titles[text_column] if not t)
+    empty = sum(1 for t in data.titles_in(text_column) if not t)
     print(format_stats(data))
     print(f"  empty {text_column} titles: {empty}")
-    from sicsrec.io import cache_root
-
     out = cache_root(cache_dir) / "prepared" / f"{Path(root).name}-{data.key[:16]}.stats.json"
     write_json_atomic(out, {**data.stats, f"empty_{text_column}_titles": empty})
     print(f"statistics written to {out}")
