@@ -102,14 +102,22 @@ def package_versions() -> dict[str, str]:
 
 
 def format_metrics_table(metrics: dict[str, float], prefix: str = "test") -> str:
-    """HR and NDCG at each K as a small table (values ×100), then MRR."""
+    """HR and NDCG at each K as a small table (values ×100), then MRR; one column pair per view
+    (``test/hr@10`` or, for stage 1, ``test/id/hr@10`` and ``test/content/hr@10``)."""
+    views = sorted({k[len(prefix) + 1:].rpartition("/")[0] for k in metrics if k.startswith(prefix + "/")
+                    and k.rpartition("/")[2].startswith(("hr@", "ndcg@", "mrr"))})
+    if len(views) > 1 and "" in views:
+        views.remove("")  # test/hr@10 is then only the mean of the views' HR@10
     ks = sorted({int(k.split("@")[1]) for k in metrics if "@" in k})
-    lines = [f"{prefix} metrics (×100)", f"{'K':>4} {'HR':>8} {'NDCG':>8}"]
+    tag = {v: f"{prefix}/{v}/" if v else f"{prefix}/" for v in views}
+    header = " ".join(f"{(v + ' ') if v else ''}HR".rjust(12) + f"{(v + ' ') if v else ''}NDCG".rjust(14) for v in views)
+    lines = [f"{prefix} metrics (×100)", f"{'K':>4} {header}"]
     for k in ks:
-        lines.append(f"{k:>4} {100 * metrics.get(f'{prefix}/hr@{k}', float('nan')):8.2f} "
-                     f"{100 * metrics.get(f'{prefix}/ndcg@{k}', float('nan')):8.2f}")
-    if f"{prefix}/mrr" in metrics:
-        lines.append(f" MRR {100 * metrics[f'{prefix}/mrr']:8.2f}")
+        cells = " ".join(f"{100 * metrics.get(f'{tag[v]}hr@{k}', float('nan')):12.2f}"
+                         f"{100 * metrics.get(f'{tag[v]}ndcg@{k}', float('nan')):14.2f}" for v in views)
+        lines.append(f"{k:>4} {cells}")
+    lines.append(" MRR " + " ".join(f"{100 * metrics.get(f'{tag[v]}mrr', float('nan')):12.2f}" + " " * 14
+                                    for v in views).rstrip())
     return "\n".join(lines)
 
 

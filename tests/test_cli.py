@@ -112,3 +112,14 @@ def test_data_root_points_a_config_at_another_folder(capsys):
     printed = print_config(capsys, "--config", str(REPO / "configs" / "bili_food" / "id.yaml"),
                            "--data.root", "/elsewhere/Bili_Food")
     assert yaml.safe_load(printed)["data"]["init_args"]["root"] == "/elsewhere/Bili_Food"
+
+
+def test_metrics_table_shows_each_stage1_view():
+    from sicsrec.cli import format_metrics_table
+
+    metrics = {"test/hr@10": 0.5, **{f"test/{v}/{m}@{k}": 0.1 * (i + 1) for i, v in enumerate(("id", "content"))
+                                     for m in ("hr", "ndcg") for k in (5, 10)},
+               "test/id/mrr": 0.05, "test/content/mrr": 0.06}
+    table = format_metrics_table(metrics)
+    assert "id HR" in table and "content NDCG" in table and "nan" not in table
+    assert table.splitlines()[3].split() == ["10", "20.00", "20.00", "10.00", "10.00"]
