@@ -40,6 +40,14 @@ class PredictionWriter(L.Callback):
             self.rows.append((user, [i for i, _ in keep], [v for _, v in keep]))
 
     def on_predict_epoch_end(self, trainer, module) -> None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            parts = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, self.rows)
+            self.rows = list({row[0]: row for part in parts for row in part}.values())  # padding repeats users
+        if trainer.global_rank != 0:
+            return
         data = trainer.datamodule.data
         path = Path(self.path)
         if not path.is_absolute():
@@ -49,3 +57,46 @@ class PredictionWriter(L.Callback):
                 f.write(json.dumps({"user": data.user_ids[user], "items": [data.item_ids[i - 1] for i in items],
                                     "scores": [round(v, 6) for v in values]}, ensure_ascii=False) + "\n")
         print(f"predictions for {len(self.rows)} users written to {path}")
+
+
+class ResumeRandomState(L.Callback):
+    """Saves the random states (Python, NumPy, torch CPU and CUDA) in every checkpoint and puts
+    them back just before the first batch after ``--ckpt_path``, so that a resumed run draws the
+    same dropout masks as an uninterrupted one would have. (Restoring them any earlier would be
+    undone by the draws Lightning makes while it sets up the loaders and the sanity check.)
+    Together with the DataModule's batch position this makes a resumed run repeat the original."""
+
+    def __init__(self):
+        self._pending: dict | None = None
+
+    def state_dict(self) -> dict:
+        import random
+
+        import numpy as np
+
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        # plain tensors and numbers only: checkpoints stay loadable with weights_only=True
+        state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+                 "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                           "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._pending = state_dict
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if self._pending is None:
+            return
+        import random
+
+        import numpy as np
+
+        state, self._pending = self._pending, None
+        random.setstate(state["python"])
+        n = state["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])

@@ -9,13 +9,28 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-from sicsrec.callbacks import PredictionWriter
+from sicsrec.callbacks import PredictionWriter, ResumeRandomState
 from sicsrec.errors import ConfigError, DataError, TrainingError
 from sicsrec.io import write_json_atomic
 
 REPORT_PACKAGES = ("sicsrec", "torch", "lightning", "numpy", "transformers", "peft", "timm")
+
+
+def wandb_loggers(trainer) -> list:
+    from lightning.pytorch.loggers import WandbLogger
+
+    return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+
+
+class SaveConfig(SaveConfigCallback):
+    """Writes ``config.yaml`` to the run folder (Lightning's behaviour) and puts the same resolved
+    config on the W&B run, so a dashboard shows exactly what ran."""
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        for logger in wandb_loggers(trainer):
+            logger.experiment.config.update({"config": self.config.as_dict()}, allow_val_change=True)
 
 
 class SicsrecCLI(LightningCLI):
@@ -32,12 +47,20 @@ class SicsrecCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("save_config_callback", SaveConfig)
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
+        # The DataModules shard their length-grouped batches across ranks themselves.
+        parser.set_defaults({"trainer.use_distributed_sampler": False})
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="After fit, test the best checkpoint, print a metrics table and write metrics.json.")
+
+    def instantiate_trainer(self, **kwargs):
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks.append(ResumeRandomState())  # always: any checkpoint can be resumed exactly
+        return trainer
 
     def before_fit(self) -> None:
         self._fit_started = time.perf_counter()
@@ -73,6 +96,10 @@ class SicsrecCLI(LightningCLI):
                   "versions": package_versions()}
         out = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "metrics.json"
         write_json_atomic(out, report)
+        for logger in wandb_loggers(self.trainer):
+            logger.log_table(key="test/metrics_at_k", columns=["view", "k", "hr", "ndcg"],
+                             data=metrics_rows(metrics))
+            logger.experiment.summary.update({k: v for k, v in report.items() if not isinstance(v, dict)})
         print(format_metrics_table(metrics))
         print(f"metrics written to {out}")
 
@@ -99,6 +126,19 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
+
+
+def metrics_rows(metrics: dict[str, float], prefix: str = "test") -> list[list]:
+    """``[view, k, hr, ndcg]`` rows of the metrics at every K (view ``main`` for one-view models)."""
+    rows = []
+    for key, value in sorted(metrics.items()):
+        parts = key.split("/")
+        if parts[0] != prefix or not parts[-1].startswith("hr@"):
+            continue
+        k = int(parts[-1][3:])
+        view = "/".join(parts[1:-1]) or "main"
+        rows.append([view, k, value, metrics.get(key.replace("/hr@", "/ndcg@"))])
+    return sorted(rows, key=lambda r: (r[0], r[1]))
 
 
 def format_metrics_table(metrics: dict[str, float], prefix: str = "test") -> str:

@@ -106,7 +106,7 @@ def featurize(root: str, text: TextEncoder | None = None, image: ImageEncoder | 
                               "the checkpoint's encoders are the aligned ones")
         from sicsrec.modules.align import AlignModule
 
-        module = AlignModule.load_from_checkpoint(align_checkpoint, map_location="cpu", weights_only=False)
+        module = AlignModule.load_from_checkpoint(align_checkpoint, map_location="cpu", weights_only=True)
         text, image = module.merged_encoders()
     if text is None and image is None:
         raise ConfigError("nothing to encode: set text and/or image (or align_checkpoint)")

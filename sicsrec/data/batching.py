@@ -92,8 +92,11 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     means 1,024 targets per step, as RecBole's 1,024 prefixes do). With ``shuffle``, samples are shuffled each epoch (``set_epoch``, which Lightning calls),
     sorted by length inside mega-batches of ``50 × batch_size`` and the batches shuffled: batches
     differ every epoch yet stay tight. Under ``torch.distributed`` each rank takes every
-    ``world_size``-th batch; training pads the list by repeating batches so ranks stay in step,
-    evaluation does not (each user is counted once by the metric anyway).
+    ``world_size``-th batch, the list padded by repeating its first batches so ranks stay in
+    step (the evaluation metric counts each user once, so repeats do not count).
+
+    ``resume_from(epoch, batches_done)`` makes the first pass over ``epoch`` skip the batches a
+    killed run had already trained on (the DataModule calls it when a checkpoint is restored).
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 0,
@@ -101,7 +104,10 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         self.lengths = np.asarray(lengths)
         self.sizes = np.ones(len(self.lengths), dtype=np.int64) if sizes is None else np.asarray(sizes)
         self.batch_size, self.shuffle, self.seed, self.mega_batch = batch_size, shuffle, seed, mega_batch
-        self.epoch = 0
+        self.epoch, self._skip = 0, None
+
+    def resume_from(self, epoch: int, batches_done: int) -> None:
+        self.epoch, self._skip = epoch, (epoch, batches_done)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -132,16 +138,27 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return [batches[k] for k in rng.permutation(len(batches))]
 
     def _rank_batches(self) -> list[np.ndarray]:
-        batches = self._all_batches()
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        if dist.is_available() and dist.is_initialized():
+            return self.shard(self._all_batches(), dist.get_world_size(), dist.get_rank())
+        return self._all_batches()
+
+    @staticmethod
+    def shard(batches: list[np.ndarray], world: int, rank: int) -> list[np.ndarray]:
+        """This rank's batches: every ``world``-th, the list padded so every rank has as many."""
+        if world == 1:
             return batches
-        world, rank = dist.get_world_size(), dist.get_rank()
-        if self.shuffle and len(batches) % world:
-            batches = batches + batches[: world - len(batches) % world]
+        if len(batches) % world:
+            batches = batches + (batches * world)[: world - len(batches) % world]
         return batches[rank::world]
 
     def __iter__(self) -> Iterator[list[int]]:
-        for b in self._rank_batches():
+        batches = self._rank_batches()
+        if self._skip is not None:
+            epoch, done = self._skip
+            self._skip = None
+            if epoch == self.epoch:
+                batches = batches[done:]
+        for b in batches:
             yield b.tolist()
 
     def __len__(self) -> int:

@@ -145,6 +145,7 @@ class SequenceDataModule(L.LightningDataModule):
         return torch.from_numpy(counts)
 
     def setup(self, stage: str | None = None) -> None:
+        check_self_sharding(self)
         if stage in ("fit", None) and not hasattr(self, "train_set"):
             samples = training_samples(self.train_parts, self.max_len, self.train_targets, self.window_stride)
             self.train_set = SampleDataset(samples)
@@ -164,7 +165,29 @@ class SequenceDataModule(L.LightningDataModule):
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, True, collate_train)
+        loader = self._loader(self.train_set, self.batch_size, True, collate_train)
+        if self._resume is not None:
+            loader.batch_sampler.resume_from(*self._resume)
+            self._resume = None
+        return loader
+
+    _resume: tuple[int, int] | None = None
+
+    def state_dict(self) -> dict:
+        """Where training stands in the current epoch, so that a run resumed from a mid-epoch
+        checkpoint continues with the next batch instead of restarting (or reshuffling) the epoch."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or not trainer.training:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        epoch = trainer.current_epoch
+        if done >= trainer.num_training_batches:  # saved at the end of the epoch
+            epoch, done = epoch + 1, 0
+        return {"epoch": int(epoch), "batches_done": int(done)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self._resume = (state["epoch"], state["batches_done"])
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.valid_set, self.eval_batch_size, False, collate_eval)
@@ -174,6 +197,19 @@ class SequenceDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_set, self.eval_batch_size, False, collate_eval)
+
+
+def check_self_sharding(datamodule: L.LightningDataModule) -> None:
+    """Our DataModules shard batches across ranks themselves (length-grouped batches cannot be
+    re-cut by a DistributedSampler); Lightning must not inject one. ``sicsrec`` sets this by default."""
+    trainer = getattr(datamodule, "trainer", None)
+    if trainer is None or trainer.world_size == 1:
+        return
+    if getattr(trainer._accelerator_connector, "use_distributed_sampler", False):
+        from sicsrec.errors import ConfigError
+
+        raise ConfigError("multi-device training needs trainer.use_distributed_sampler: false "
+                          "(sicsrec's batch samplers shard batches across ranks themselves)")
 
 
 class AlignDataModule(L.LightningDataModule):
@@ -239,6 +275,7 @@ class AlignDataModule(L.LightningDataModule):
         return self.use_images and bool(self.data.images)
 
     def setup(self, stage: str | None = None) -> None:
+        check_self_sharding(self)
         seed = self.seed if self.seed is not None else torch.initial_seed() % 2**32
         rng = np.random.default_rng(seed)
         held = np.zeros(self.data.num_items + 1, dtype=bool)
@@ -296,9 +333,18 @@ class AlignDataModule(L.LightningDataModule):
         return batch
 
     def train_dataloader(self) -> DataLoader:
+        import torch.distributed as dist
+        from torch.utils.data import DistributedSampler
+
+        pairs = list(map(tuple, self.train_pairs))
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            sampler = DistributedSampler(pairs, shuffle=True, seed=self.batch_seed)  # Lightning sets its epoch
+            per_rank = len(sampler)
+            return DataLoader(pairs, batch_size=self.batch_size, sampler=sampler, drop_last=per_rank > self.batch_size,
+                              collate_fn=self.collate_pairs, num_workers=self.num_workers)
         generator = torch.Generator().manual_seed(self.batch_seed)
-        return DataLoader(list(map(tuple, self.train_pairs)), batch_size=self.batch_size, shuffle=True,
-                          drop_last=len(self.train_pairs) > self.batch_size, collate_fn=self.collate_pairs,
+        return DataLoader(pairs, batch_size=self.batch_size, shuffle=True,
+                          drop_last=len(pairs) > self.batch_size, collate_fn=self.collate_pairs,
                           num_workers=self.num_workers, generator=generator)
 
     def val_dataloader(self) -> DataLoader:

@@ -166,7 +166,7 @@ class AlignModule(L.LightningModule):
         if metrics:
             main = [v for k, v in metrics.items() if k in ("t2t_recall@10", "t2i_recall@10")]
             metrics["recall@10"] = torch.stack(main).mean()
-            self.log_dict({f"valid/{k}": v for k, v in metrics.items()}, batch_size=1)
+            self.log_dict({f"valid/{k}": v for k, v in metrics.items()}, batch_size=1, sync_dist=True)
 
     def configure_optimizers(self):
         optimizer = self.optimizer(parameter_groups(self))

@@ -89,6 +89,24 @@ class RecommenderModule(L.LightningModule):
         if datamodule is not None:
             self.bind_features(datamodule)
             self.bind_data(datamodule.num_items, datamodule.max_len)
+        if self.hparams.get("compile") and not getattr(self, "_compiled", False):
+            for network in self.networks():
+                network.compile(dynamic=True)  # in place: parameter names (and checkpoints) unchanged
+            self._compiled = True
+
+    def networks(self) -> list[nn.Module]:
+        """The networks ``compile: true`` compiles."""
+        return []
+
+    def parameter_counts(self) -> dict[str, int | float]:
+        """What a run dashboard should show about the model's size; stages add their own."""
+        return {"parameters/trainable": sum(p.numel() for p in self.parameters() if p.requires_grad),
+                "parameters/total": sum(p.numel() for p in self.parameters())}
+
+    def on_fit_start(self) -> None:
+        counts = self.parameter_counts()
+        for logger in self.loggers:
+            logger.log_hyperparams(counts)
 
     def _update(self, metrics: nn.ModuleDict, batch: dict) -> None:
         for view, scores in self.scores(batch).items():
@@ -114,7 +132,7 @@ class RecommenderModule(L.LightningModule):
             metric.reset()
         if len(self.views) > 1:
             logged[f"{prefix}/hr@10"] = sum(logged[f"{prefix}/{v}/hr@10"] for v in self.views) / len(self.views)
-        self.log_dict(logged)
+        self.log_dict(logged, sync_dist=True)  # equal on every rank (the metric gathers all users)
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics(self.valid_metrics, "valid")

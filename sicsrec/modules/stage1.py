@@ -65,6 +65,7 @@ class Stage1Module(FeatureTable, RecommenderModule):
         content_temperature: τ of the content encoder's next-item loss and contrastive loss.
         alpha1: weight of the content-aware contrastive loss in stage 1.
         feature_dims: set from the data's features (printed for the record; leave null).
+        compile: ``torch.compile`` the encoders (dynamic shapes: batches vary in length).
         protocol: ``recbole`` (history not masked) or ``ninerec`` (history masked) at evaluation.
         optimizer, scheduler: callables; parameter groups (no decay on biases/norms) are kept.
     """
@@ -75,8 +76,8 @@ class Stage1Module(FeatureTable, RecommenderModule):
                  init_std: float = 0.02, activation: Literal["gelu", "relu", "silu"] = "gelu",
                  scoring: Scoring = "dot", temperature: float = 1.0, use_id: bool = True, use_content: bool = False,
                  content_temperature: float = 0.05, alpha1: float = 0.2, feature_dims: dict[str, int] | None = None,
-                 protocol: Protocol = "recbole", optimizer: OptimizerCallable = torch.optim.Adam,
-                 scheduler: LRSchedulerCallable | None = None):
+                 compile: bool = False, protocol: Protocol = "recbole",
+                 optimizer: OptimizerCallable = torch.optim.Adam, scheduler: LRSchedulerCallable | None = None):
         if not (use_id or use_content):
             raise ConfigError("stage 1 needs use_id or use_content")
         views = ("id", "content") if use_id and use_content else ("main",)
@@ -85,6 +86,9 @@ class Stage1Module(FeatureTable, RecommenderModule):
         self.id_encoder = self.content_encoder = None
         if num_items is not None and max_len is not None and (feature_dims is not None or not use_content):
             self.build()
+
+    def networks(self) -> list:
+        return [n for n in (self.id_encoder, self.content_encoder) if n is not None]
 
     def build(self) -> None:
         h = self.hparams

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 
 from sicsrec.errors import ConfigError
 from sicsrec.evaluation import Protocol
@@ -50,6 +51,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
         alpha: weight of the content-aware contrastive loss.
         temperature: τ of the contrastive loss.
         use_content_stream, use_decoder, use_contrastive: ablation switches.
+        compile: ``torch.compile`` the encoders, decoder and fusion.
         protocol, optimizer, scheduler: as in stage 1.
     """
 
@@ -60,7 +62,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
                  train_item_table: bool = False, score_with_content: bool = False, alpha: float = 0.2,
                  temperature: float = 0.05, use_decoder: bool = True, use_contrastive: bool = True,
                  feature_dims: dict[str, int] | None = None, stage1_sha256: str | None = None,
-                 protocol: Protocol = "recbole", optimizer: OptimizerCallable = torch.optim.Adam,
+                 compile: bool = False, protocol: Protocol = "recbole", optimizer: OptimizerCallable = torch.optim.Adam,
                  scheduler: LRSchedulerCallable | None = None):
         super().__init__(protocol, optimizer, scheduler)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
@@ -101,6 +103,20 @@ class Stage2Module(FeatureTable, RecommenderModule):
         self.decoder = MixDecoder(s.hidden_size, s.inner_size, h.decoder_layers, h.decoder_heads, h.dropout,
                                   h.attn_dropout, s.layer_norm_eps, s.init_std, s.activation) if h.use_decoder else None
         self.fusion = Fusion(s.hidden_size, 3 if h.use_decoder else 2)
+
+    def networks(self) -> list:
+        return [n for n in (self.stage1.id_encoder, self.stage1.content_encoder, self.decoder, self.fusion)
+                if n is not None]
+
+    def parameter_counts(self) -> dict[str, int | float]:
+        counts = super().parameter_counts()
+        for name, r in self.lora_report().items():
+            counts[f"parameters/{name}/lora"] = r["lora"]
+            counts[f"parameters/{name}/frozen"] = r["frozen"]
+            counts[f"parameters/{name}/lora_share"] = round(r["share"], 5)
+            rank_zero_info(f"LoRA in {name}: {r['lora']:,} parameters = {100 * r['share']:.2f} % of its "
+                           f"{r['frozen']:,} frozen ones")
+        return counts
 
     def lora_report(self) -> dict[str, dict[str, int | float]]:
         """LoRA parameters per encoder against the encoder's frozen base parameters."""
