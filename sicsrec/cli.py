@@ -84,6 +84,7 @@ class SicsrecCLI(LightningCLI):
         self._report([dict(self.trainer.callback_metrics)], {"checkpoint": self.config["test"].get("ckpt_path")})
 
     def _report(self, results: list[dict], extra: dict) -> None:
+        log_dir = self.trainer.log_dir or self.trainer.default_root_dir  # a collective call: every rank
         if self.trainer.global_rank != 0:
             return
         metrics = {k: _as_float(v) for k, v in (results[0] if results else {}).items() if k.startswith("test/")}
@@ -94,7 +95,7 @@ class SicsrecCLI(LightningCLI):
                   "data_key": getattr(data, "key", None),
                   "git_commit": git_commit(),
                   "versions": package_versions()}
-        out = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "metrics.json"
+        out = Path(log_dir) / "metrics.json"
         write_json_atomic(out, report)
         for logger in wandb_loggers(self.trainer):
             logger.log_table(key="test/metrics_at_k", columns=["view", "k", "hr", "ndcg"],

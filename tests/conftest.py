@@ -35,3 +35,17 @@ def generated(tmp_path_factory) -> Path:
     from sicsrec.data.generate import generate
 
     return generate(tmp_path_factory.mktemp("gen") / "Gen", users=600, items=120, seed=3)
+
+
+@pytest.fixture(scope="session")
+def features(generated, tmp_path_factory) -> Path:
+    """Text features of ``generated`` from a tiny random-weight MiniLM (fast; content models need them)."""
+    from sicsrec.content.encoders import TextEncoder
+    from sicsrec.content.featurize import featurize
+
+    out = tmp_path_factory.mktemp("features")
+    text = TextEncoder(model="minilm", random_init=True,
+                       config_overrides={"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 32,
+                                         "num_attention_heads": 2})
+    featurize(str(generated), text=text, out=str(out))
+    return out / "features.json"

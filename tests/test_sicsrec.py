@@ -5,8 +5,6 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from sicsrec.content.encoders import TextEncoder
-from sicsrec.content.featurize import featurize
 from sicsrec.data import SequenceDataModule
 from sicsrec.errors import ConfigError
 from sicsrec.modules import Stage1Module, Stage2Module
@@ -14,16 +12,6 @@ from sicsrec.nn.content_encoder import ContentEncoder
 from sicsrec.nn.losses import content_contrastive
 
 TINY = dict(hidden_size=32, inner_size=32, dropout=0.1, attn_dropout=0.1)
-
-
-@pytest.fixture(scope="module")
-def features(generated, tmp_path_factory):
-    out = tmp_path_factory.mktemp("features")
-    text = TextEncoder(model="minilm", random_init=True,
-                       config_overrides={"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 32,
-                                         "num_attention_heads": 2})
-    featurize(str(generated), text=text, out=str(out))
-    return out / "features.json"
 
 
 def datamodule(generated, features):

@@ -11,6 +11,7 @@ and SHA-256; loading it rebuilds the stage-1 model from that file first (and ref
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 from pathlib import Path
 
@@ -35,6 +36,22 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def load_stage1(path: Path) -> Stage1Module:
+    """The stage-1 model in ``path``, built from its saved arguments.
+
+    Built in an empty ``contextvars`` context: while the CLI instantiates stage 2, Lightning keeps
+    stage 2's arguments in a context variable that ``save_hyperparameters`` of *any* module
+    created meanwhile would take as its own."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    args = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
+    if checkpoint.get("hyper_parameters", {}).get("_class_path", "sicsrec.modules.Stage1Module").rsplit(".", 1)[-1] \
+            != "Stage1Module" or "state_dict" not in checkpoint:
+        raise ConfigError(f"{path} is not a stage-1 checkpoint")
+    stage1 = contextvars.Context().run(Stage1Module, **args)
+    stage1.load_state_dict(checkpoint["state_dict"])
+    return stage1
 
 
 class Stage2Module(FeatureTable, RecommenderModule):
@@ -83,7 +100,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
             raise ConfigError(f"{path} changed since this stage-2 model was trained (sha256 {digest[:12]} ≠ "
                               f"{h.stage1_sha256[:12]}): point stage1_checkpoint to the original file")
         self.hparams["stage1_sha256"] = digest
-        stage1 = Stage1Module.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+        stage1 = load_stage1(path)
         s = stage1.hparams
         if not (s.use_id and s.use_content):
             raise ConfigError(f"{path} is not a full stage-1 model (use_id and use_content are needed)")
