@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from sicsrec.callbacks import PredictionWriter, ResumeRandomState
 from sicsrec.errors import ConfigError, DataError, TrainingError
@@ -209,6 +210,9 @@ def main(argv: list[str] | None = None) -> None:
             step_main(args[0], args[1:])
         else:
             SicsrecCLI(args=argv)
+    except SIGTERMException:  # Lightning stops at the next batch and exits with status 0
+        print("sicsrec: stopped by SIGTERM; resume with the same command and --ckpt_path last", file=sys.stderr)
+        raise SystemExit(143) from None  # 128 + SIGTERM: a scheduler must not count the run as done
     except (DataError, ConfigError) as err:
         print(f"sicsrec: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -3,6 +3,7 @@
 from collections import Counter
 
 import numpy as np
+import torch
 
 from sicsrec.data import SequenceDataModule, prepare
 from sicsrec.data.batching import LengthGroupedBatchSampler, collate_train, training_samples
@@ -114,3 +115,27 @@ def test_batch_size_counts_training_targets():
     assert max(totals) <= 128
     assert sum(totals) == sum(sizes)
     assert np.mean(totals) > 100  # batches are filled, not cut short
+
+
+def test_a_lightning_fit_reshuffles_batches_every_epoch(generated):
+    """Lightning must reach the batch sampler's ``set_epoch`` (it looks for ``batch_sampler.sampler``)."""
+    import lightning as L
+
+    from sicsrec.modules import Stage1Module
+
+    class FirstBatches(L.Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if batch_idx == 0:
+                self.seen.append(batch["input"].clone())
+
+    record = FirstBatches()
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, callbacks=[record])
+    trainer.fit(Stage1Module(hidden_size=8, inner_size=8, num_layers=1),
+                SequenceDataModule(str(generated), max_len=10, batch_size=256, seed=0))
+    first = record.seen
+    assert len(first) == 3
+    assert not any(a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, first[1:]))

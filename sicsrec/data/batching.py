@@ -112,6 +112,12 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def sampler(self) -> "LengthGroupedBatchSampler":
+        """Lightning calls ``set_epoch`` on ``batch_sampler.sampler`` (PyTorch's ``BatchSampler``
+        layout), not on the batch sampler itself: without this, every epoch had epoch 0's order."""
+        return self
+
     def _split(self, order: np.ndarray) -> list[np.ndarray]:
         """Cut ``order`` into consecutive batches of at most ``batch_size`` total size."""
         batches, start, total = [], 0, 0

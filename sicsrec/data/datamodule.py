@@ -177,7 +177,7 @@ class SequenceDataModule(L.LightningDataModule):
         """Where training stands in the current epoch, so that a run resumed from a mid-epoch
         checkpoint continues with the next batch instead of restarting (or reshuffling) the epoch."""
         trainer = getattr(self, "trainer", None)
-        if trainer is None or not trainer.training:
+        if trainer is None or trainer.state.fn != "fit":
             return {}
         done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         epoch = trainer.current_epoch
