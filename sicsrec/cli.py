@@ -209,7 +209,9 @@ def main(argv: list[str] | None = None) -> None:
         elif args[:1] in (["pairs"], ["features"]):
             step_main(args[0], args[1:])
         else:
-            SicsrecCLI(args=argv)
+            cli = SicsrecCLI(args=argv)
+            for logger in wandb_loggers(cli.trainer):
+                logger.experiment.finish()  # flush the run now (a later `wandb sync` sees it complete)
     except SIGTERMException:  # Lightning stops at the next batch and exits with status 0
         print("sicsrec: stopped by SIGTERM; resume with the same command and --ckpt_path last", file=sys.stderr)
         raise SystemExit(143) from None  # 128 + SIGTERM: a scheduler must not count the run as done
