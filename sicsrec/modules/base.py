@@ -85,7 +85,7 @@ class RecommenderModule(L.LightningModule):
         return any(True for _ in self.parameters())
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
+        datamodule = getattr(self._trainer, "datamodule", None)
         if datamodule is not None:
             self.bind_features(datamodule)
             self.bind_data(datamodule.num_items, datamodule.max_len)

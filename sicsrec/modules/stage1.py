@@ -19,7 +19,7 @@ from sicsrec.evaluation import Protocol
 from sicsrec.modules.base import RecommenderModule, check_finite
 from sicsrec.nn.content_encoder import ContentEncoder
 from sicsrec.nn.id_encoder import IDEncoder
-from sicsrec.nn.losses import Scoring, content_contrastive, full_softmax_ce, item_scores
+from sicsrec.nn.losses import Scoring, item_scores, stage1_losses
 
 
 class FeatureTable:
@@ -119,22 +119,18 @@ class Stage1Module(FeatureTable, RecommenderModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         h = self.hparams
-        mask = batch["target"] > 0
-        targets = batch["target"][mask]
-        n = int(mask.sum())
-        loss = torch.zeros((), device=self.device)
+        n = int((batch["target"] > 0).sum())
+        id_part = (self.id_encoder, self.id_table()) if h.use_id else (None, None)
+        content_part = ((self.content_encoder, self.content_table(self.content_encoder)) if h.use_content
+                        else (None, None))
+        losses = stage1_losses(batch["input"], batch["target"], *id_part, *content_part,
+                               h.scoring, h.temperature, h.content_temperature, h.alpha1)
         if h.use_id:
-            hidden = self.id_encoder(batch["input"])
-            id_loss = full_softmax_ce(item_scores(hidden[mask], self.id_table(), h.scoring, h.temperature), targets)
-            self.log("train/id/loss", id_loss, batch_size=n)
-            loss = loss + id_loss
+            self.log("train/id/loss", losses["id"], batch_size=n)
         if h.use_content:
-            table = self.content_table(self.content_encoder)
-            states = self.content_encoder(batch["input"], table)[mask]
-            next_item = full_softmax_ce(item_scores(states, table, "cosine", h.content_temperature), targets)
-            contrast = content_contrastive(states, table[targets], targets, h.content_temperature)
-            self.log_dict({"train/content/loss": next_item, "train/content/contrastive": contrast}, batch_size=n)
-            loss = loss + next_item + h.alpha1 * contrast
+            self.log_dict({"train/content/loss": losses["content"], "train/content/contrastive": losses["contrastive"]},
+                          batch_size=n)
+        loss = losses["loss"]
         check_finite(self, loss)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
         return loss
