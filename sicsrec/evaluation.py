@@ -1,48 +1,16 @@
-"""Full-ranking evaluation: exact target ranks over all items → HR@K, NDCG@K, MRR.
-
-Ranks are exact and pessimistic on ties: an item scoring the same as the target counts as
-ranked above it, so a model that scores everything equal gets no credit. Padding (item 0)
-is never ranked. Each user is counted once, also under DDP where samplers repeat samples.
+"""Full-ranking evaluation over a loader or across devices (the rank arithmetic is in
+``sicsrec.ranking``). Each user is counted once, also under DDP where samplers repeat samples.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torchmetrics import Metric
 
-Protocol = Literal["recbole", "ninerec"]
-DEFAULT_KS = (5, 10, 20)
+from sicsrec.ranking import DEFAULT_KS, Protocol, metrics_from_ranks, target_ranks
 
-
-def target_ranks(scores: torch.Tensor, targets: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
-    """0-based rank of each row's target among all items (column 0 = padding, excluded).
-
-    ``history`` (B, H) holds item ids to mask (0 = padding); the target itself is never masked.
-    """
-    scores = scores.float().clone()
-    scores[:, 0] = float("-inf")
-    if history is not None:
-        masked = history.clone()
-        masked[masked == targets[:, None]] = 0
-        scores.scatter_(1, masked, float("-inf"))
-        scores[:, 0] = float("-inf")
-    target_score = scores.gather(1, targets[:, None])
-    higher = (scores > target_score).sum(1)
-    ties = (scores == target_score).sum(1) - 1
-    return higher + ties
-
-
-def metrics_from_ranks(ranks: torch.Tensor, ks=DEFAULT_KS) -> dict[str, float]:
-    ranks = ranks.double()
-    out = {}
-    for k in ks:
-        hit = ranks < k
-        out[f"hr@{k}"] = hit.double().mean().item()
-        out[f"ndcg@{k}"] = torch.where(hit, 1.0 / torch.log2(ranks + 2.0), torch.zeros_like(ranks)).mean().item()
-    out["mrr"] = (1.0 / (ranks + 1.0)).mean().item()
-    return out
+__all__ = ["DEFAULT_KS", "Protocol", "RankingMetrics", "evaluate", "metrics_from_ranks", "popularity_scorer",
+           "target_ranks"]
 
 
 class RankingMetrics(Metric):

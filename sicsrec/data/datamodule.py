@@ -162,7 +162,7 @@ class SequenceDataModule(L.LightningDataModule):
             sizes = [int((s[1] > 0).sum()) for s in dataset.samples]
         sampler = LengthGroupedBatchSampler(lengths, batch_size, shuffle, self.resolved_seed, sizes)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader(self.train_set, self.batch_size, True, collate_train)
