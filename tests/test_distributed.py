@@ -142,3 +142,38 @@ def test_stage1_and_stage2_train_on_two_processes_and_metrics_equal_one_process(
         results[devices] = {k: v for k, v in json.loads(found[0].read_text()).items() if k.startswith("test/")}
     assert set(results[1]) >= {"test/hr@10", "test/ndcg@10", "test/mrr"}
     assert results[1] == results[2]  # exactly: every user counted once, none twice
+
+
+def test_alignment_trains_on_two_processes(generated, tmp_path):
+    from sicsrec.content.judges import EmbeddingJudge
+    from sicsrec.content.pairs import construct_pairs
+    from sicsrec.data import prepare
+
+    construct_pairs(prepare(generated), EmbeddingJudge(), tmp_path / "pairs", progress=False)
+    text = {"class_path": "sicsrec.content.encoders.TextEncoder",
+            "init_args": {"model": "minilm", "random_init": True,
+                          "config_overrides": {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 32,
+                                               "num_attention_heads": 2}}}
+    image = {"class_path": "sicsrec.content.encoders.ImageEncoder",
+             "init_args": {"model": "test_efficientnet", "weights": None, "random_init": True, "image_size": 32}}
+    path = config(tmp_path, "align", {"class_path": "sicsrec.modules.align.AlignModule",
+                                      "init_args": {"text": text, "image": image, "trainable": "all"}}, {}, 2)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["data"] = {"class_path": "sicsrec.data.datamodule.AlignDataModule",
+                   "init_args": {"root": str(generated), "pairs": str(tmp_path / "pairs" / "pairs.jsonl"),
+                                 "batch_size": 32}}
+    cfg["trainer"]["callbacks"][0]["init_args"]["monitor"] = "valid/t2i_recall@10"
+    path.write_text(yaml.safe_dump(cfg))
+    sicsrec("fit", "--config", str(path), cwd=tmp_path)
+    assert (tmp_path / "align" / "best.ckpt").is_file()
+    import csv
+
+    from sicsrec.data.datamodule import AlignDataModule
+
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "align" / "version_0" / "metrics.csv")))
+    assert rows[-1]["valid/t2i_recall@10"]
+    # each rank trained on its half of the pairs: half as many steps as one process takes
+    dm = AlignDataModule(str(generated), str(tmp_path / "pairs" / "pairs.jsonl"), batch_size=32, seed=1)
+    dm.setup("fit")
+    per_rank = -(-len(dm.train_pairs) // 2)
+    assert int(rows[-1]["step"]) + 1 == per_rank // 32  # the step column counts from 0

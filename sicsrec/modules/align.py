@@ -96,6 +96,11 @@ class AlignModule(L.LightningModule):
                     raise ConfigError(f"LoRA found no target modules {targets} in {enc.name}: {err}") from None
                 for name, p in enc.named_parameters():
                     p.requires_grad_("lora_" in name)
+        # A transformer's pooler never reaches a loss (token states are pooled by TextEncoder):
+        # left trainable, DDP would stop on parameters without gradients.
+        pooler = getattr(getattr(self.text, "model", None), "pooler", None)
+        if isinstance(pooler, nn.Module):
+            pooler.requires_grad_(False)
 
     def merged_encoders(self) -> tuple[TextEncoder | None, ImageEncoder | None]:
         """The encoders with LoRA folded into their weights (no-op otherwise), for feature extraction."""
