@@ -143,6 +143,15 @@ def test_stage1_and_stage2_train_on_two_processes_and_metrics_equal_one_process(
     assert set(results[1]) >= {"test/hr@10", "test/ndcg@10", "test/mrr"}
     assert results[1] == results[2]  # exactly: every user counted once, none twice
 
+    predictions = {}
+    for devices in (1, 2):
+        out = tmp_path / f"pred{devices}.jsonl"
+        sicsrec("predict", "--config", str(config(tmp_path, f"predict{devices}", stage2, data, devices)),
+                "--ckpt_path", str(tmp_path / "s2" / "best.ckpt"), "--predictions.path", str(out), cwd=tmp_path)
+        predictions[devices] = out.read_text().splitlines()
+    assert len(predictions[1]) == 600  # one row per user, none repeated by the padding
+    assert predictions[1] == predictions[2]
+
 
 def test_alignment_trains_on_two_processes(generated, tmp_path):
     from sicsrec.content.judges import EmbeddingJudge
