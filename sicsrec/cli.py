@@ -209,9 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args[:1] in (["pairs"], ["features"]):
             step_main(args[0], args[1:])
         else:
-            cli = SicsrecCLI(args=argv)
-            for logger in wandb_loggers(cli.trainer):
-                logger.experiment.finish()  # flush the run now (a later `wandb sync` sees it complete)
+            SicsrecCLI(args=argv)
     except SIGTERMException:  # Lightning stops at the next batch and exits with status 0
         print("sicsrec: stopped by SIGTERM; resume with the same command and --ckpt_path last", file=sys.stderr)
         raise SystemExit(143) from None  # 128 + SIGTERM: a scheduler must not count the run as done
@@ -221,6 +219,11 @@ def main(argv: list[str] | None = None) -> None:
     except TrainingError as err:
         print(f"sicsrec: training stopped: {err}", file=sys.stderr)
         raise SystemExit(3) from None
+    finally:
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and getattr(wandb, "run", None) is not None:
+            wandb.finish()  # flushed and complete for `wandb sync`; after an error, a later run in
+            # this process (tests, notebooks) must not continue this one
 
 
 if __name__ == "__main__":

@@ -81,6 +81,10 @@ def test_killed_fit_resumes_with_ckpt_path_last_and_ends_like_an_uninterrupted_r
     name = f"killed_{sig.name}"
     killed = fit(tmp, generated, name, 1, kill_at=kill_at, sig=int(sig))
     assert killed.returncode in (-int(sig), 128 + int(sig)) and not (tmp / "runs" / name / "metrics.json").exists()
+    import torch
+
+    last = torch.load(tmp / name / "last.ckpt", weights_only=True)  # tensors and plain values only
+    assert {"SequenceDataModule", "callbacks"} <= set(last)
     resumed = fit(tmp, generated, f"resumed_{sig.name}", 1, "--ckpt_path", "last", checkpoints=name)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
