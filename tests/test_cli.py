@@ -124,3 +124,19 @@ def test_metrics_table_shows_each_stage1_view():
     table = format_metrics_table(metrics)
     assert "id HR" in table and "content NDCG" in table and "nan" not in table
     assert table.splitlines()[3].split() == ["10", "20.00", "20.00", "10.00", "10.00"]
+
+
+@pytest.mark.parametrize("config", sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml")))
+def test_every_shipped_config_parses(config, capsys):
+    text = (REPO / config).read_text()
+    for line in text.splitlines():  # YAML keeps the last of two equal keys silently: refuse it here
+        if "{" in line and "}" in line:
+            inner = line[line.index("{") + 1: line.rindex("}")]
+            keys = [part.split(":")[0].strip() for part in inner.split(",") if ":" in part]
+            assert len(keys) == len(set(keys)), f"{config}: repeated key in {line.strip()}"
+    step = Path(config).stem
+    command = [step] if step in ("pairs", "features") else ["fit"]
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--config", str(REPO / config), "--print_config"])
+    assert exit_.value.code in (0, None)
+    assert capsys.readouterr().out.strip()
