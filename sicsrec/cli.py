@@ -193,6 +193,7 @@ steps:
   data stats --root DIR                                  statistics of a dataset
   pairs --config pairs.yaml                              LLM-judged item pairs (resumable)
   features --config features.yaml                        cached item features
+  run configs/DATASET/ [--seeds [S,...]] [--until STEP]   the whole chain, up-to-date steps skipped
 """
 
 
@@ -208,6 +209,12 @@ def main(argv: list[str] | None = None) -> None:
             data_main(args[1:])
         elif args[:1] in (["pairs"], ["features"]):
             step_main(args[0], args[1:])
+        elif args[:1] == ["run"]:
+            from jsonargparse import auto_cli
+
+            from sicsrec.chain import run
+
+            auto_cli(run, args=args[1:])
         else:
             SicsrecCLI(args=argv)
     except SIGTERMException:  # Lightning stops at the next batch and exits with status 0

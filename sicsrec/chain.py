@@ -1,0 +1,182 @@
+"""``sicsrec run configs/<dataset>/``: pairs → align → features → stage 1 → stage 2, each tested.
+
+Every step is the same command a user would type, run in its own process, from the folder's
+YAML files. Per seed, the stage configs are written out (seed, run folder ``<variant>seed<N>``,
+the stage-1 checkpoint of the same seed for stage 2, any ``--stage1``/``--stage2`` overrides) next
+to the run as ``<step>.run.yaml``, so a result file always sits beside exactly what produced it.
+
+A step is skipped when its outputs exist and its stamp — a hash of its resolved config and of
+the stamps of the steps it reads — is unchanged; a changed config or upstream output reruns
+it and everything downstream. Stopped runs are simply run again: a step that did not finish
+left no stamp.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from sicsrec.errors import ConfigError
+from sicsrec.io import write_json_atomic
+
+Step = Literal["pairs", "align", "features", "stage1", "stage2"]
+STEPS: tuple[str, ...] = ("pairs", "align", "features", "stage1", "stage2")
+STAMP = ".sicsrec-step.json"
+
+
+def _set(config: dict, dotted: str, value) -> None:
+    node = config
+    *path, last = dotted.split(".")
+    for key in path:
+        node = node.setdefault(key, {})
+    node[last] = value
+
+
+def _parse_overrides(pairs: list[str]) -> list[tuple[str, object]]:
+    out = []
+    for item in pairs:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. model.init_args.use_decoder=false")
+        key, value = item.split("=", 1)
+        out.append((key.strip(), yaml.safe_load(value)))
+    return out
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Chain:
+    """The steps of one config folder. ``variant`` names a set of overrides (an ablation): the
+    stages it changes run into ``<stage>/<variant>-seed<N>``, never over the full model's."""
+
+    def __init__(self, folder: str | Path, variant: str = "", stage1: list[str] | None = None,
+                 stage2: list[str] | None = None, python: str = sys.executable):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise ConfigError(f"{self.folder}: not a config folder (expected pairs.yaml … stage2.yaml in it)")
+        self.variant = variant
+        self.overrides = {"stage1": _parse_overrides(stage1 or []), "stage2": _parse_overrides(stage2 or [])}
+        self.python = python
+
+    def load(self, step: str) -> dict:
+        path = self.folder / f"{step}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"{path}: missing (sicsrec run needs {', '.join(s + '.yaml' for s in STEPS)})")
+        return yaml.safe_load(path.read_text())
+
+    # ---- where each step writes ---------------------------------------------------------------
+    def pairs_file(self) -> Path:
+        return Path(self.load("pairs")["out"]) / "pairs.jsonl"
+
+    def align_checkpoint(self) -> Path:
+        return Path(self.load("features")["align_checkpoint"])
+
+    def features_file(self) -> Path:
+        return Path(self.load("features")["out"]) / "features.json"
+
+    def run_dir(self, step: str, seed: int) -> Path:
+        csv = self.load(step)["trainer"]["logger"]
+        csv = csv[0] if isinstance(csv, list) else csv
+        return Path(csv["init_args"]["save_dir"]) / csv["init_args"]["name"] / self.version(step, seed)
+
+    def version(self, step: str, seed: int) -> str:
+        """``seed<N>``, or ``<variant>-seed<N>`` when the variant changes this step or stage 1
+        (a stage-2 ablation reuses the full model's stage 1)."""
+        changed = self.overrides["stage1"] or (step == "stage2" and self.overrides["stage2"])
+        return f"{self.variant}-seed{seed}" if self.variant and changed else f"seed{seed}"
+
+    def stage_config(self, step: str, seed: int) -> dict:
+        """The stage's YAML for one seed: its own run folder, seed, stage-1 checkpoint, overrides."""
+        config = self.load(step)
+        config["seed_everything"] = seed
+        loggers = config["trainer"]["logger"]
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            if logger["class_path"].endswith("CSVLogger"):
+                logger["init_args"]["version"] = self.version(step, seed)
+            elif logger["class_path"].endswith("WandbLogger"):
+                name = logger["init_args"].get("name") or step
+                logger["init_args"].update(name=f"{name}-{self.version(step, seed)}",
+                                           save_dir=str(self.run_dir(step, seed)))
+        config["data"]["init_args"]["features"] = str(self.features_file())
+        if step == "stage2":
+            config["model"]["init_args"]["stage1_checkpoint"] = str(self.run_dir("stage1", seed) /
+                                                                    "checkpoints" / "best.ckpt")
+        for key, value in self.overrides[step]:
+            _set(config, key, value)
+        return config
+
+    # ---- running --------------------------------------------------------------------------------
+    def _stamp(self, out_dir: Path) -> str | None:
+        path = out_dir / STAMP
+        return json.loads(path.read_text()).get("stamp") if path.is_file() else None
+
+    def _run(self, name: str, out_dir: Path, outputs: list[Path], stamp: str, command: list[str]) -> bool:
+        """Run ``command`` unless ``outputs`` exist with this ``stamp``; True when it ran."""
+        if self._stamp(out_dir) == stamp and all(p.exists() for p in outputs):
+            print(f"[sicsrec run] {name}: up to date", flush=True)
+            return False
+        print(f"[sicsrec run] {name}: {' '.join(command)}", flush=True)
+        done = subprocess.run([self.python, "-m", "sicsrec.cli", *command], env={**os.environ})
+        if done.returncode != 0:
+            raise SystemExit(f"sicsrec run: step {name} failed (exit {done.returncode}); fix it and run again "
+                             "(finished steps are kept)")
+        missing = [str(p) for p in outputs if not p.exists()]
+        if missing:
+            raise SystemExit(f"sicsrec run: step {name} finished but did not write {missing}")
+        write_json_atomic(out_dir / STAMP, {"stamp": stamp, "command": command})
+        return True
+
+    def run(self, seeds: list[int], until: str = "stage2") -> list[Path]:
+        """Run the chain up to ``until``; return the stage result files (``metrics.json``)."""
+        if until not in STEPS:
+            raise ConfigError(f"--until {until}: expected one of {', '.join(STEPS)}")
+        last = STEPS.index(until)
+        stamps: dict[str, str] = {}
+        for step in ("pairs", "align", "features")[: last + 1]:
+            path = self.folder / f"{step}.yaml"
+            upstream = [stamps[s] for s in STEPS[: STEPS.index(step)] if s in stamps]
+            stamps[step] = _digest(step, path.read_text(), upstream)
+            out = {"pairs": self.pairs_file(), "align": self.align_checkpoint(), "features": self.features_file()}[step]
+            command = ["fit", "--config", str(path), "--test_after_fit", "false"] if step == "align" else \
+                [step, "--config", str(path)]
+            self._run(step, out.parent, [out], stamps[step], command)
+        results = []
+        for seed in seeds:
+            for step in ("stage1", "stage2")[: max(0, last - 2)]:
+                config = self.stage_config(step, seed)
+                run_dir = self.run_dir(step, seed)
+                upstream = stamps["features"] if step == "stage1" else self._stamp(self.run_dir("stage1", seed))
+                stamp = _digest(step, config, upstream)
+                run_dir.mkdir(parents=True, exist_ok=True)
+                config_path = run_dir / f"{step}.run.yaml"
+                config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+                self._run(f"{step} seed {seed}", run_dir, [run_dir / "metrics.json", run_dir / "checkpoints" / "best.ckpt"],
+                          stamp, ["fit", "--config", str(config_path)])
+                results.append(run_dir / "metrics.json")
+        return results
+
+
+def run(folder: str, seeds: list[int] | None = None, until: Step = "stage2", variant: str = "",
+        stage1: list[str] | None = None, stage2: list[str] | None = None) -> None:
+    """Run a dataset's whole chain: pairs → align → features → stage 1 → stage 2 (each tested).
+
+    Args:
+        folder: config folder with pairs.yaml, align.yaml, features.yaml, stage1.yaml, stage2.yaml.
+        seeds: seeds of the stage runs (default: the stage configs' seed_everything).
+        until: last step to run.
+        variant: name of an ablation; its runs go to <stage>/<variant>-seed<N>.
+        stage1: overrides of stage1.yaml, key=value (e.g. model.init_args.alpha1=0).
+        stage2: overrides of stage2.yaml, key=value (e.g. model.init_args.use_decoder=false).
+    """
+    chain = Chain(folder, variant, stage1, stage2)
+    seeds = seeds or [int(chain.load("stage1").get("seed_everything") or 2024)]
+    for path in chain.run(seeds, until):
+        print(f"[sicsrec run] result: {path}")

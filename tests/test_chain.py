@@ -1,0 +1,86 @@
+"""`sicsrec run`: the whole chain from one config folder; up-to-date steps are skipped."""
+
+import json
+from pathlib import Path
+
+import yaml
+
+from sicsrec.chain import STAMP, Chain
+from tests.conftest import REPO
+
+TINY_TEXT = {"class_path": "sicsrec.content.encoders.TextEncoder",
+             "init_args": {"model": "minilm", "random_init": True,
+                           "config_overrides": {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 32,
+                                                "num_attention_heads": 2}}}
+
+
+def tiny_folder(tmp_path: Path, root: Path) -> Path:
+    """configs/bili_food/ pointed at generated data and tmp_path, models made tiny, 1–2 epochs."""
+    src, out, runs = REPO / "configs" / "bili_food", tmp_path / "configs", tmp_path / "runs"
+    out.mkdir()
+    pairs = yaml.safe_load((src / "pairs.yaml").read_text())
+    pairs.update(root=str(root), out=str(runs / "pairs"))
+    pairs["judge"]["init_args"]["text"] = TINY_TEXT
+    features = yaml.safe_load((src / "features.yaml").read_text())
+    features.update(root=str(root), out=str(runs / "features"), align_checkpoint=str(runs / "align" / "best.ckpt"))
+    configs = {"pairs": pairs, "features": features}
+    for step in ("align", "stage1", "stage2"):
+        cfg = yaml.safe_load((src / f"{step}.yaml").read_text())
+        cfg["trainer"].update(max_epochs=2 if step != "align" else 1, enable_progress_bar=False,
+                              enable_model_summary=False, accelerator="cpu")
+        cfg["trainer"]["logger"] = [{"class_path": "lightning.pytorch.loggers.CSVLogger",
+                                     "init_args": {"save_dir": str(runs), "name": step}}]
+        cfg["data"]["init_args"]["root"] = str(root)
+        if step == "align":
+            cfg["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(runs / "align")
+            cfg["model"]["init_args"]["text"] = TINY_TEXT
+            cfg["model"]["init_args"]["trainable"] = "all"
+            cfg["data"]["init_args"]["pairs"] = str(runs / "pairs" / "pairs.jsonl")
+        else:
+            cfg["data"]["init_args"]["max_len"] = 10
+        if step == "stage1":
+            cfg["model"]["init_args"].update(hidden_size=16, inner_size=16, num_layers=1)
+        configs[step] = cfg
+    for step, cfg in configs.items():
+        (out / f"{step}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return out
+
+
+def test_run_chains_all_steps_per_seed_then_skips_what_is_up_to_date(tmp_path, generated, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tiny_folder(tmp_path, generated)
+    results = Chain(folder).run([1, 2])
+    runs = tmp_path / "runs"
+    assert results == [runs / "stage1" / "seed1" / "metrics.json", runs / "stage2" / "seed1" / "metrics.json",
+                       runs / "stage1" / "seed2" / "metrics.json", runs / "stage2" / "seed2" / "metrics.json"]
+    for path in results:
+        report = json.loads(path.read_text())
+        assert report["seed"] == int(path.parent.name[-1]) and "test/ndcg@10" in report or "test/id/ndcg@10" in report
+    stage2 = yaml.safe_load((runs / "stage2" / "seed2" / "stage2.run.yaml").read_text())
+    assert stage2["model"]["init_args"]["stage1_checkpoint"] == str(runs / "stage1" / "seed2" / "checkpoints" / "best.ckpt")
+    capsys.readouterr()
+
+    # nothing changed: nothing runs
+    mtimes = {p: p.stat().st_mtime for p in results}
+    Chain(folder).run([1, 2])
+    assert capsys.readouterr().out.count("up to date") == 3 + 4
+    assert all(p.stat().st_mtime == t for p, t in mtimes.items())
+
+    # a stage-2 ablation reruns stage 2 only, into its own folders
+    Chain(folder, variant="no_decoder", stage2=["model.init_args.use_decoder=false"]).run([1])
+    out = capsys.readouterr().out
+    assert "stage1 seed 1: up to date" in out and "stage2 seed 1: up to date" not in out
+    assert (runs / "stage2" / "no_decoder-seed1" / "metrics.json").is_file()
+    ablation = yaml.safe_load((runs / "stage2" / "no_decoder-seed1" / "stage2.run.yaml").read_text())
+    assert ablation["model"]["init_args"]["use_decoder"] is False
+
+    # a changed upstream config reruns it and everything after it
+    features = yaml.safe_load((folder / "features.yaml").read_text())
+    features["batch_size"] = 64
+    (folder / "features.yaml").write_text(yaml.safe_dump(features))
+    Chain(folder).run([1], until="stage1")
+    out = capsys.readouterr().out
+    assert "pairs: up to date" in out and "align: up to date" in out
+    assert "features: " in out and "features: up to date" not in out
+    assert "stage1 seed 1: up to date" not in out
+    assert (runs / "stage1" / "seed1" / STAMP).is_file()
