@@ -194,6 +194,7 @@ steps:
   pairs --config pairs.yaml                              LLM-judged item pairs (resumable)
   features --config features.yaml                        cached item features
   run configs/DATASET/ [--seeds [S,...]] [--until STEP]   the whole chain, up-to-date steps skipped
+  report RUN_FOLDER ... [--out docs/results.md]          tables (mean ± std over seeds) and plots
 """
 
 
@@ -215,6 +216,10 @@ def main(argv: list[str] | None = None) -> None:
             from sicsrec.chain import run
 
             auto_cli(run, args=args[1:])
+        elif args[:1] == ["report"]:
+            from sicsrec.report import main as report_main
+
+            report_main(args[1:])
         else:
             SicsrecCLI(args=argv)
     except SIGTERMException:  # Lightning stops at the next batch and exits with status 0

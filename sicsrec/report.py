@@ -1,0 +1,173 @@
+"""``sicsrec report``: the result files of runs → tables (mean ± std over seeds) and plots.
+
+A *group* is the runs of one folder that differ only in their seed: ``runs/bili_food/stage2/
+seed2024`` … form the group ``bili_food/stage2``; ``no_decoder-seed2024`` … the group
+``bili_food/stage2 no_decoder``. Each run folder holds the ``metrics.json`` written after its
+fit and Lightning's ``metrics.csv`` (the validation curve). Stage 1 reports its two encoders as
+two rows. Plots are plain SVG (no plotting library needed).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import statistics
+from pathlib import Path
+
+from sicsrec.io import atomic_path
+
+KS = (5, 10, 20)
+BEGIN, END = "<!-- sicsrec report: begin -->", "<!-- sicsrec report: end -->"
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+def _views(report: dict) -> list[str]:
+    views = sorted({k.split("/")[1] for k in report if k.startswith("test/") and k.count("/") == 2})
+    return views or [""]
+
+
+def collect(folders: list[Path]) -> dict[str, dict]:
+    """``{group name: {"runs": [...], "metrics": {name: [values]}, "curves": [[(epoch, value)], ...]}}``."""
+    groups: dict[str, dict] = {}
+    for folder in folders:
+        for path in sorted(Path(folder).glob("*/metrics.json")):
+            match = re.fullmatch(r"(?:(.+)-)?seed(\d+)", path.parent.name)
+            if not match:
+                continue
+            report = json.loads(path.read_text())
+            for view in _views(report):
+                tag = f"test/{view}/" if view else "test/"
+                name = f"{folder.parent.name}/{folder.name}" + (f" {match.group(1)}" if match.group(1) else "") + \
+                    (f" ({view} encoder)" if view else "")
+                group = groups.setdefault(name, {"runs": [], "metrics": {}, "curves": [], "dataset": report.get("dataset")})
+                group["runs"].append(int(match.group(2)))
+                for key in [f"hr@{k}" for k in KS] + [f"ndcg@{k}" for k in KS] + ["mrr"]:
+                    if tag + key in report:
+                        group["metrics"].setdefault(key, []).append(report[tag + key])
+                group["metrics"].setdefault("epochs", []).append(report.get("epochs"))
+                group["curves"].append(validation_curve(path.parent / "metrics.csv", view))
+    return groups
+
+
+def validation_curve(path: Path, view: str = "") -> list[tuple[int, float]]:
+    if not path.is_file():
+        return []
+    key = f"valid/{view}/hr@10" if view else "valid/hr@10"
+    with open(path, newline="") as f:
+        return [(int(r["epoch"]), float(r[key])) for r in csv.DictReader(f) if r.get(key)]
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def table(groups: dict[str, dict]) -> str:
+    cols = [f"hr@{k}" for k in KS] + [f"ndcg@{k}" for k in KS] + ["mrr"]
+    lines = ["| run | seeds | " + " | ".join(c.upper() for c in cols) + " | epochs |",
+             "|---|---|" + "---:|" * (len(cols) + 1)]
+    for name, g in groups.items():
+        cells = []
+        for c in cols:
+            mean, std = _mean_std(g["metrics"].get(c, []))
+            cells.append(f"{100 * mean:.2f} ± {100 * std:.2f}" if len(g["runs"]) > 1 else f"{100 * mean:.2f}")
+        epochs = _mean_std(g["metrics"]["epochs"])[0]
+        lines.append(f"| {name} | {', '.join(map(str, g['runs']))} | " + " | ".join(cells) + f" | {epochs:.0f} |")
+    return "\n".join(lines)
+
+
+def svg_lines(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str, ylabel: str,
+              width: int = 640, height: int = 360) -> str:
+    """A line plot as SVG text: one polyline per series, axes with min/max labels, a legend."""
+    points = [p for s in series.values() for p in s]
+    if not points:
+        return ""
+    x0, x1 = min(p[0] for p in points), max(p[0] for p in points)
+    y0, y1 = min(p[1] for p in points), max(p[1] for p in points)
+    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1e-3)
+    left, right, top, bottom = 60, 200, 30, 40
+    w, h = width - left - right, height - top - bottom
+
+    def xy(p):
+        return left + (p[0] - x0) / (x1 - x0) * w, top + h - (p[1] - y0) / (y1 - y0) * h
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+           f'font-size="11"><rect width="100%" height="100%" fill="white"/>',
+           f'<text x="{left}" y="18" font-size="13">{title}</text>',
+           f'<line x1="{left}" y1="{top + h}" x2="{left + w}" y2="{top + h}" stroke="black"/>',
+           f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + h}" stroke="black"/>',
+           f'<text x="{left + w / 2}" y="{height - 8}" text-anchor="middle">{xlabel}</text>',
+           f'<text x="14" y="{top + h / 2}" transform="rotate(-90 14 {top + h / 2})" text-anchor="middle">{ylabel}</text>',
+           f'<text x="{left - 4}" y="{top + h}" text-anchor="end">{y0:.3g}</text>',
+           f'<text x="{left - 4}" y="{top + 8}" text-anchor="end">{y1:.3g}</text>',
+           f'<text x="{left}" y="{top + h + 14}" text-anchor="middle">{x0:g}</text>',
+           f'<text x="{left + w}" y="{top + h + 14}" text-anchor="middle">{x1:g}</text>']
+    for i, (name, s) in enumerate(series.items()):
+        colour = COLOURS[i % len(COLOURS)]
+        if s:
+            out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="'
+                       + " ".join(f"{a:.1f},{b:.1f}" for a, b in map(xy, s)) + '"/>')
+        out.append(f'<rect x="{left + w + 12}" y="{top + 14 * i}" width="10" height="3" fill="{colour}"/>'
+                   f'<text x="{left + w + 26}" y="{top + 14 * i + 5}">{name}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _write(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+
+def report(runs: list[str], out: str = "docs/results.md", figures: str = "docs/figures", title: str = "results") -> str:
+    """Tables (mean ± std over seeds) and plots of the runs under each folder in ``runs``.
+
+    Args:
+        runs: stage folders whose ``*seed<N>/metrics.json`` are results (e.g. runs/bili_food/stage2).
+        out: Markdown file; the part between the report markers is replaced (appended if absent).
+        figures: folder for the SVG plots, referenced relative to ``out``.
+        title: name of the plots' files and heading.
+    """
+    groups = collect([Path(r) for r in runs])
+    if not groups:
+        raise SystemExit(f"sicsrec report: no <variant>-seed<N>/metrics.json under {runs}")
+    fig_dir, out_path = Path(figures), Path(out)
+    at_k = {name: [(k, 100 * _mean_std(g["metrics"].get(f"ndcg@{k}", []))[0]) for k in KS]
+            for name, g in groups.items()}
+    curves = {f"{name} s{seed}": c for name, g in groups.items() for seed, c in zip(g["runs"], g["curves"])}
+    slug = re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")
+    plots = {f"{slug}_ndcg_at_k.svg": svg_lines(at_k, f"{title}: test NDCG@K (×100, mean over seeds)", "K", "NDCG@K"),
+             f"{slug}_valid_hr10.svg": svg_lines(curves, f"{title}: validation HR@10 per epoch", "epoch", "HR@10")}
+    links = []
+    for name, svg in plots.items():
+        if svg:
+            _write(fig_dir / name, svg)
+            links.append(f"![{name}]({Path(_relative(fig_dir / name, out_path.parent))})")
+    block = "\n\n".join([f"{BEGIN}\n### {title} (generated by `sicsrec report`; values ×100, mean ± std over seeds)",
+                         table(groups), " ".join(links), END])
+    text = out_path.read_text(encoding="utf-8") if out_path.is_file() else ""
+    pattern = re.compile(re.escape(BEGIN) + rf"\n### {re.escape(title)} .*?" + re.escape(END), re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    _write(out_path, text)
+    print(table(groups))
+    return block
+
+
+def _relative(path: Path, start: Path) -> str:
+    import os
+
+    return os.path.relpath(path, start)
+
+
+def main(argv: list[str]) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="sicsrec report", description=report.__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", help="stage folders holding <variant>-seed<N>/metrics.json")
+    parser.add_argument("--out", default="docs/results.md")
+    parser.add_argument("--figures", default="docs/figures")
+    parser.add_argument("--title", default="results")
+    args = parser.parse_args(argv)
+    report(args.runs, args.out, args.figures, args.title)

@@ -1,0 +1,52 @@
+"""`sicsrec report`: result files → mean ± std tables and plots, regenerated in place."""
+
+import json
+import statistics
+import xml.etree.ElementTree as ET
+
+from sicsrec.cli import main
+
+
+def fake_run(folder, name, seed, ndcg10, hr10, views=("",)):
+    run = folder / name
+    run.mkdir(parents=True)
+    report = {"seed": seed, "epochs": 3, "dataset": "Gen"}
+    rows = ["epoch,step," + ",".join(f"valid/{v + '/' if v else ''}hr@10" for v in views)]
+    for view in views:
+        tag = f"test/{view}/" if view else "test/"
+        report.update({tag + "ndcg@10": ndcg10, tag + "hr@10": hr10, tag + "ndcg@5": ndcg10 / 2,
+                       tag + "ndcg@20": ndcg10 * 1.2})
+    for epoch in range(3):
+        rows.append(f"{epoch},{epoch * 10}," + ",".join(str(0.1 * (epoch + 1)) for _ in views))
+    (run / "metrics.json").write_text(json.dumps(report))
+    (run / "metrics.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_report_tables_mean_and_std_over_seeds_and_replaces_its_block(tmp_path, capsys):
+    stage2 = tmp_path / "runs" / "gen" / "stage2"
+    values = {2024: 0.10, 2025: 0.12, 2026: 0.14}
+    for seed, v in values.items():
+        fake_run(stage2, f"seed{seed}", seed, v, 2 * v)
+    fake_run(stage2, "no_decoder-seed2024", 2024, 0.05, 0.1)
+    fake_run(tmp_path / "runs" / "gen" / "stage1", "seed2024", 2024, 0.08, 0.16, views=("id", "content"))
+    out = tmp_path / "results.md"
+    out.write_text("# Results\n\nnarrative kept\n")
+    args = [str(stage2), str(tmp_path / "runs" / "gen" / "stage1"), "--out", str(out),
+            "--figures", str(tmp_path / "figures"), "--title", "Gen"]
+    main(["report", *args])
+    text = out.read_text()
+    mean, std = 100 * statistics.mean(values.values()), 100 * statistics.stdev(values.values())
+    assert f"| gen/stage2 | 2024, 2025, 2026 |" in text and f"{mean:.2f} ± {std:.2f}" in text
+    assert "| gen/stage2 no_decoder | 2024 |" in text
+    assert "| gen/stage1 (id encoder) | 2024 |" in text and "| gen/stage1 (content encoder) | 2024 |" in text
+    assert text.startswith("# Results\n\nnarrative kept\n")
+    for svg in ("gen_ndcg_at_k.svg", "gen_valid_hr10.svg"):
+        root = ET.fromstring((tmp_path / "figures" / svg).read_text())  # well-formed SVG
+        assert len(root.findall("{http://www.w3.org/2000/svg}polyline")) >= 2
+        assert f"figures/{svg}" in text
+
+    # regenerated: the block is replaced, not appended again
+    fake_run(stage2, "seed2027", 2027, 0.16, 0.32)
+    main(["report", *args])
+    text = out.read_text()
+    assert text.count("sicsrec report: begin") == 1 and "2024, 2025, 2026, 2027" in text
