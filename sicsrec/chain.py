@@ -134,13 +134,22 @@ class Chain:
         write_json_atomic(out_dir / STAMP, {"stamp": stamp, "command": command})
         return True
 
-    def run(self, seeds: list[int], until: str = "stage2") -> list[Path]:
-        """Run the chain up to ``until``; return the stage result files (``metrics.json``)."""
-        if until not in STEPS:
-            raise ConfigError(f"--until {until}: expected one of {', '.join(STEPS)}")
+    def run(self, seeds: list[int], until: str = "stage2", start: str = "pairs") -> list[Path]:
+        """Run the chain from ``start`` up to ``until``; return the stage result files (``metrics.json``).
+        Steps before ``start`` are not run or checked: their outputs are used as they are."""
+        for name, value in (("until", until), ("start", start)):
+            if value not in STEPS:
+                raise ConfigError(f"--{name} {value}: expected one of {', '.join(STEPS)}")
         last = STEPS.index(until)
         stamps: dict[str, str] = {}
         for step in ("pairs", "align", "features")[: last + 1]:
+            if STEPS.index(step) < STEPS.index(start):
+                out = {"pairs": self.pairs_file(), "align": self.align_checkpoint(), "features": self.features_file()}[step]
+                if not out.exists():
+                    raise ConfigError(f"--start {start}: {out} (the output of {step}) does not exist")
+                stamps[step] = _digest(step, "as found", out.stat().st_mtime)
+                print(f"[sicsrec run] {step}: not checked (--start {start}), using {out}", flush=True)
+                continue
             path = self.folder / f"{step}.yaml"
             upstream = [stamps[s] for s in STEPS[: STEPS.index(step)] if s in stamps]
             stamps[step] = _digest(step, path.read_text(), upstream)
@@ -151,6 +160,8 @@ class Chain:
         results = []
         for seed in seeds:
             for step in ("stage1", "stage2")[: max(0, last - 2)]:
+                if STEPS.index(step) < STEPS.index(start):
+                    continue
                 config = self.stage_config(step, seed)
                 run_dir = self.run_dir(step, seed)
                 upstream = stamps["features"] if step == "stage1" else self._stamp(self.run_dir("stage1", seed))
@@ -164,19 +175,20 @@ class Chain:
         return results
 
 
-def run(folder: str, seeds: list[int] | None = None, until: Step = "stage2", variant: str = "",
-        stage1: list[str] | None = None, stage2: list[str] | None = None) -> None:
+def run(folder: str, seeds: list[int] | None = None, until: Step = "stage2", start: Step = "pairs",
+        variant: str = "", stage1: list[str] | None = None, stage2: list[str] | None = None) -> None:
     """Run a dataset's whole chain: pairs → align → features → stage 1 → stage 2 (each tested).
 
     Args:
         folder: config folder with pairs.yaml, align.yaml, features.yaml, stage1.yaml, stage2.yaml.
         seeds: seeds of the stage runs (default: the stage configs' seed_everything).
         until: last step to run.
+        start: first step to run; the outputs of earlier steps are used as they are, unchecked.
         variant: name of an ablation; its runs go to <stage>/<variant>-seed<N>.
         stage1: overrides of stage1.yaml, key=value (e.g. model.init_args.alpha1=0).
         stage2: overrides of stage2.yaml, key=value (e.g. model.init_args.use_decoder=false).
     """
     chain = Chain(folder, variant, stage1, stage2)
     seeds = seeds or [int(chain.load("stage1").get("seed_everything") or 2024)]
-    for path in chain.run(seeds, until):
+    for path in chain.run(seeds, until, start):
         print(f"[sicsrec run] result: {path}")

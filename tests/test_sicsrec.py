@@ -114,3 +114,26 @@ def test_stage2_refuses_a_changed_stage1_checkpoint(generated, features, stage1_
     model.bind_features(dm)
     with pytest.raises(ConfigError, match="changed since"):
         model.bind_data(dm.num_items, dm.max_len)
+
+
+@pytest.mark.parametrize("use_decoder", [True, False])
+def test_stage2_scoring_with_content_starts_from_the_sum_of_both_stage1_encoders(generated, features,
+                                                                                 stage1_checkpoint, use_decoder):
+    """Untrained, the fused model must score exactly what the two stage-1 encoders score together."""
+    dm = datamodule(generated, features)
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    stage1 = Stage1Module.load_from_checkpoint(stage1_checkpoint, weights_only=True)
+    stage1.bind_features(dm)
+    stage1.eval()
+    stage2 = Stage2Module(stage1_checkpoint, score_with_content=True, use_decoder=use_decoder)
+    stage2.bind_features(dm)
+    stage2.bind_data(dm.num_items, dm.max_len)
+    stage2.eval()
+    with torch.no_grad():
+        parts = stage1.scores(batch)
+        fused = stage2.scores(batch)["main"]
+    expected = parts["id"] + parts["content"]
+    finite = torch.isfinite(expected)
+    assert torch.equal(finite, torch.isfinite(fused))
+    assert torch.allclose(fused[finite], expected[finite], atol=1e-4)

@@ -64,7 +64,9 @@ class Stage2Module(FeatureTable, RecommenderModule):
         dropout, attn_dropout: of the decoder.
         item_dropout: dropout on the item table at training.
         train_item_table: also train the ID item table (frozen by default).
-        score_with_content: score against ID table + content table (default: the ID table).
+        score_with_content: score ``[ID part ; content part]`` of the user vector against
+            ``[ID table ; content table]`` — starting from the sum of both stage-1 encoders' scores —
+            instead of the ID table alone.
         alpha: weight of the content-aware contrastive loss.
         temperature: τ of the contrastive loss.
         use_content_stream, use_decoder, use_contrastive: ablation switches.
@@ -119,7 +121,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
         self.stage1 = stage1
         self.decoder = MixDecoder(s.hidden_size, s.inner_size, h.decoder_layers, h.decoder_heads, h.dropout,
                                   h.attn_dropout, s.layer_norm_eps, s.init_std, s.activation) if h.use_decoder else None
-        self.fusion = Fusion(s.hidden_size, 3 if h.use_decoder else 2)
+        self.fusion = Fusion(s.hidden_size, 3 if h.use_decoder else 2, 2 if h.score_with_content else 1)
 
     def networks(self) -> list:
         return [n for n in (self.stage1.id_encoder, self.stage1.content_encoder, self.decoder, self.fusion)
@@ -147,10 +149,10 @@ class Stage2Module(FeatureTable, RecommenderModule):
 
     # ---- model --------------------------------------------------------------------------------
     def item_table(self, content: torch.Tensor) -> torch.Tensor:
-        table = self.stage1.id_encoder.item_embedding.weight
+        table = F.dropout(self.stage1.id_encoder.item_embedding.weight, self.hparams.item_dropout, self.training)
         if self.hparams.score_with_content:
-            table = table + content
-        return F.dropout(table, self.hparams.item_dropout, self.training)
+            table = torch.cat([table, content], dim=-1)
+        return table
 
     def user_states(self, items: torch.Tensor, content: torch.Tensor, all_positions: bool) -> torch.Tensor:
         id_h = self.stage1.id_encoder(items)
@@ -160,7 +162,14 @@ class Stage2Module(FeatureTable, RecommenderModule):
             streams.append(self.decoder(id_h, content_h))
         if not all_positions:
             streams = [gather_last(s, items) for s in streams]
+        if self.hparams.score_with_content:
+            # as stage 1 scored it: cosine / τ against the content vectors (which are unit length)
+            streams[1] = F.normalize(streams[1], dim=-1) / self.stage1.hparams.content_temperature
         return self.fusion(*streams)
+
+    def content_part(self, users: torch.Tensor) -> torch.Tensor:
+        """What the contrastive loss pulls towards the next item's content vector."""
+        return users[..., -self.stage1.hparams.hidden_size:] if self.hparams.score_with_content else users
 
     def scores(self, batch: dict) -> dict[str, torch.Tensor]:
         content = self.content_table(self.stage1.content_encoder)
@@ -177,7 +186,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
         loss = ce
         n = int(mask.sum())
         if h.use_contrastive and h.alpha > 0:
-            contrast = content_contrastive(users, content[targets], targets, h.temperature)
+            contrast = content_contrastive(self.content_part(users), content[targets], targets, h.temperature)
             loss = loss + h.alpha * contrast
             self.log("train/contrastive", contrast, batch_size=n)
         check_finite(self, loss)

@@ -32,16 +32,21 @@ class MixDecoder(nn.Module):
 class Fusion(nn.Module):
     """Concatenate the last-position states of the ID, content and decoder streams → one user vector.
 
-    Initialised to pass the first (ID) stream through unchanged and the others at zero: tuning
-    starts from the pre-trained ID model's scores instead of from a random user vector.
+    ``outputs=1``: a vector in the ID table's space, initialised to pass the ID stream through
+    (the others at zero), so tuning starts from the pre-trained ID model's scores.
+    ``outputs=2``: ``[ID part ; content part]``, scored against ``[ID table ; content table]``;
+    initialised to pass the ID stream to the first part and the content stream to the second,
+    so tuning starts from the sum of the two pre-trained encoders' scores.
     """
 
-    def __init__(self, hidden_size: int = 256, streams: int = 3):
+    def __init__(self, hidden_size: int = 256, streams: int = 3, outputs: int = 1):
         super().__init__()
-        self.proj = nn.Linear(streams * hidden_size, hidden_size)
+        self.proj = nn.Linear(streams * hidden_size, outputs * hidden_size)
         with torch.no_grad():
             self.proj.weight.zero_()
-            self.proj.weight[:, :hidden_size] = torch.eye(hidden_size)
+            for k in range(outputs):
+                block = slice(k * hidden_size, (k + 1) * hidden_size)
+                self.proj.weight[block, block] = torch.eye(hidden_size)
             self.proj.bias.zero_()
 
     def forward(self, *states: torch.Tensor) -> torch.Tensor:
