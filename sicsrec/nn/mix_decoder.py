@@ -32,25 +32,25 @@ class MixDecoder(nn.Module):
 class Fusion(nn.Module):
     """Concatenate the last-position states of the ID, content and decoder streams → one user vector.
 
-    ``outputs=1``: a vector in the ID table's space, initialised to pass the ID stream through
-    (the others at zero), so tuning starts from the pre-trained ID model's scores.
-    ``outputs=2``: ``[ID part ; content part]``, scored against ``[ID table ; content table]``;
-    initialised to pass the ID stream to the first part and the content stream to the second,
-    so tuning starts from the sum of the two pre-trained encoders' scores.
+    ``outputs=1``: a vector in the ID table's space that starts as the ID stream passed through.
+    ``outputs=2``: ``[ID part ; content part]``, scored against ``[ID table ; content table]``,
+    starting as ``[ID stream ; content stream]`` — the sum of both pre-trained encoders' scores.
+
+    The projection is written as that pass-through plus a learned ``delta`` (a linear map of all
+    streams, zero at the start), so weight decay pulls it back to the pre-trained combination
+    rather than to zero: the encoders were fit on the same training data, and an unconstrained
+    projection learns to trust whichever stream memorised it best.
     """
 
     def __init__(self, hidden_size: int = 256, streams: int = 3, outputs: int = 1):
         super().__init__()
-        self.proj = nn.Linear(streams * hidden_size, outputs * hidden_size)
-        with torch.no_grad():
-            self.proj.weight.zero_()
-            for k in range(outputs):
-                block = slice(k * hidden_size, (k + 1) * hidden_size)
-                self.proj.weight[block, block] = torch.eye(hidden_size)
-            self.proj.bias.zero_()
+        self.hidden_size, self.outputs = hidden_size, outputs
+        self.delta = nn.Linear(streams * hidden_size, outputs * hidden_size)
+        nn.init.zeros_(self.delta.weight)
+        nn.init.zeros_(self.delta.bias)
 
     def forward(self, *states: torch.Tensor) -> torch.Tensor:
-        return self.proj(torch.cat(states, dim=-1))
+        return torch.cat(states[: self.outputs], dim=-1) + self.delta(torch.cat(states, dim=-1))
 
 
 def gather_last(h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
