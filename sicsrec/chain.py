@@ -7,8 +7,9 @@ to the run as ``<step>.run.yaml``, so a result file always sits beside exactly w
 
 A step is skipped when its outputs exist and its stamp — a hash of its resolved config and of
 the stamps of the steps it reads — is unchanged; a changed config or upstream output reruns
-it and everything downstream. Stopped runs are simply run again: a step that did not finish
-left no stamp.
+it and everything downstream. A training step that was stopped (killed, preempted) is resumed
+from its ``last.ckpt`` when it is run again with the same stamp (``--ckpt_path``), so a grid
+of runs can span sessions.
 """
 
 from __future__ import annotations
@@ -114,15 +115,23 @@ class Chain:
         return config
 
     # ---- running --------------------------------------------------------------------------------
-    def _stamp(self, out_dir: Path) -> str | None:
+    def _stamp(self, out_dir: Path, finished: bool = True) -> str | None:
         path = out_dir / STAMP
-        return json.loads(path.read_text()).get("stamp") if path.is_file() else None
+        if not path.is_file():
+            return None
+        record = json.loads(path.read_text())
+        return record.get("stamp") if record.get("finished", True) == finished else None
 
     def _run(self, name: str, out_dir: Path, outputs: list[Path], stamp: str, command: list[str]) -> bool:
-        """Run ``command`` unless ``outputs`` exist with this ``stamp``; True when it ran."""
+        """Run ``command`` unless ``outputs`` exist with this ``stamp``; True when it ran. A fit that
+        was started with this same stamp and left a ``last.ckpt`` is resumed from it."""
         if self._stamp(out_dir) == stamp and all(p.exists() for p in outputs):
             print(f"[sicsrec run] {name}: up to date", flush=True)
             return False
+        last = out_dir / "checkpoints" / "last.ckpt"
+        if command[0] == "fit" and self._stamp(out_dir, finished=False) == stamp and last.is_file():
+            command = [*command, "--ckpt_path", str(last)]
+        write_json_atomic(out_dir / STAMP, {"stamp": stamp, "command": command, "finished": False})
         print(f"[sicsrec run] {name}: {' '.join(command)}", flush=True)
         done = subprocess.run([self.python, "-m", "sicsrec.cli", *command], env={**os.environ})
         if done.returncode != 0:
@@ -131,7 +140,7 @@ class Chain:
         missing = [str(p) for p in outputs if not p.exists()]
         if missing:
             raise SystemExit(f"sicsrec run: step {name} finished but did not write {missing}")
-        write_json_atomic(out_dir / STAMP, {"stamp": stamp, "command": command})
+        write_json_atomic(out_dir / STAMP, {"stamp": stamp, "command": command, "finished": True})
         return True
 
     def run(self, seeds: list[int], until: str = "stage2", start: str = "pairs") -> list[Path]:

@@ -84,3 +84,55 @@ def test_run_chains_all_steps_per_seed_then_skips_what_is_up_to_date(tmp_path, g
     assert "features: " in out and "features: up to date" not in out
     assert "stage1 seed 1: up to date" not in out
     assert (runs / "stage1" / "seed1" / STAMP).is_file()
+
+
+FAKE = '''#!{python}
+"""Stands in for `python -m sicsrec.cli fit --config C`: the first stage-1 call is "killed" after
+writing last.ckpt; later calls write the outputs a finished fit writes."""
+import sys, yaml
+from pathlib import Path
+args = sys.argv[3:]
+Path("{log}").open("a").write(" ".join(args) + "\\n")
+if args[0] != "fit":
+    sys.exit(0)
+cfg = yaml.safe_load(Path(args[args.index("--config") + 1]).read_text())
+csv = cfg["trainer"]["logger"][0]["init_args"]
+run = Path(csv["save_dir"]) / csv["name"] / csv["version"]
+(run / "checkpoints").mkdir(parents=True, exist_ok=True)
+(run / "checkpoints" / "last.ckpt").write_text("x")
+if csv["name"] == "stage1" and "--ckpt_path" not in args and not Path("{log}.killed").exists():
+    Path("{log}.killed").write_text("")
+    sys.exit(137)
+(run / "checkpoints" / "best.ckpt").write_text("x")
+(run / "metrics.json").write_text("{{}}")
+'''
+
+
+def test_a_killed_stage_is_resumed_from_its_last_checkpoint_when_run_again(tmp_path, generated, monkeypatch):
+    import sys
+
+    import pytest
+
+    monkeypatch.chdir(tmp_path)
+    folder = tiny_folder(tmp_path, generated)
+    runs = tmp_path / "runs"
+    for out in (runs / "pairs" / "pairs.jsonl", runs / "align" / "best.ckpt", runs / "features" / "features.json"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("x")
+    log = tmp_path / "calls.log"
+    fake = tmp_path / "fakepython"
+    fake.write_text(FAKE.format(python=sys.executable, log=log))
+    fake.chmod(0o755)
+    chain = Chain(folder, python=str(fake))
+    with pytest.raises(SystemExit, match="stage1 seed 1 failed"):
+        chain.run([1], start="stage1")
+    chain.run([1], start="stage1")
+    calls = log.read_text().splitlines()
+    assert len(calls) == 3  # stage 1 killed, stage 1 resumed, stage 2
+    assert "--ckpt_path" not in calls[0]
+    assert calls[1].endswith(f"--ckpt_path {runs / 'stage1' / 'seed1' / 'checkpoints' / 'last.ckpt'}")
+    assert "--ckpt_path" not in calls[2]
+    # a changed config does not resume the old run: it starts over
+    (runs / "stage1" / "seed1" / STAMP).write_text(json.dumps({"stamp": "old", "finished": False}))
+    chain.run([1], start="stage1")
+    assert "--ckpt_path" not in log.read_text().splitlines()[3]
