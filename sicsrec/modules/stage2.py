@@ -121,7 +121,9 @@ class Stage2Module(FeatureTable, RecommenderModule):
         self.stage1 = stage1
         self.decoder = MixDecoder(s.hidden_size, s.inner_size, h.decoder_layers, h.decoder_heads, h.dropout,
                                   h.attn_dropout, s.layer_norm_eps, s.init_std, s.activation) if h.use_decoder else None
-        self.fusion = Fusion(s.hidden_size, 3 if h.use_decoder else 2, 2 if h.score_with_content else 1)
+        # with content scoring, the content part starts as stage 1 scored it: cosine / τ
+        self.fusion = Fusion(s.hidden_size, 3 if h.use_decoder else 2, 2 if h.score_with_content else 1,
+                             (1.0, 1.0 / s.content_temperature) if h.score_with_content else None)
 
     def networks(self) -> list:
         return [n for n in (self.stage1.id_encoder, self.stage1.content_encoder, self.decoder, self.fusion)
@@ -163,8 +165,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
         if not all_positions:
             streams = [gather_last(s, items) for s in streams]
         if self.hparams.score_with_content:
-            # as stage 1 scored it: cosine / τ against the content vectors (which are unit length)
-            streams[1] = F.normalize(streams[1], dim=-1) / self.stage1.hparams.content_temperature
+            streams[1] = F.normalize(streams[1], dim=-1)  # content vectors are unit length too
         return self.fusion(*streams)
 
     def content_part(self, users: torch.Tensor) -> torch.Tensor:

@@ -42,15 +42,21 @@ class Fusion(nn.Module):
     projection learns to trust whichever stream memorised it best.
     """
 
-    def __init__(self, hidden_size: int = 256, streams: int = 3, outputs: int = 1):
+    def __init__(self, hidden_size: int = 256, streams: int = 3, outputs: int = 1,
+                 scales: tuple[float, ...] | None = None):
         super().__init__()
         self.hidden_size, self.outputs = hidden_size, outputs
+        self.scales = tuple(scales or (1.0,) * outputs)
         self.delta = nn.Linear(streams * hidden_size, outputs * hidden_size)
         nn.init.zeros_(self.delta.weight)
         nn.init.zeros_(self.delta.bias)
 
     def forward(self, *states: torch.Tensor) -> torch.Tensor:
-        return torch.cat(states[: self.outputs], dim=-1) + self.delta(torch.cat(states, dim=-1))
+        """``scales`` multiply the passed-through streams only (the content stream's 1/τ): the
+        learned part sees the states at their own scale, so an optimiser step means the same
+        for every stream."""
+        passed = torch.cat([s * c for s, c in zip(states[: self.outputs], self.scales)], dim=-1)
+        return passed + self.delta(torch.cat(states, dim=-1))
 
 
 def gather_last(h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
