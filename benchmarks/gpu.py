@@ -15,7 +15,8 @@ so there is something to learn). Model: SICSRec's stage 1 at its defaults (hidde
 2 heads, max_len 50, dropout 0.5, 1,024 targets per batch, Adam 1e-3): ID encoder + content
 encoder (384-d item features: random vectors, as speed does not depend on them) trained with
 ``sicsrec.nn.losses.stage1_losses``, the objective the Lightning module trains with; batches
-from the DataModule's own length-grouped sampler and collate, pinned and copied asynchronously.
+from the DataModule's own length-grouped sampler over samples padded once into arrays (a batch is
+a slice), pinned and copied asynchronously.
 
 Per dataset × precision it prints: seconds per epoch (mean over the epochs after the first,
 which holds compilation), training targets per second, peak GPU memory, the share of wall time
@@ -34,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sicsrec.data.batching import LengthGroupedBatchSampler, SampleDataset, collate_train, pad, training_samples
+from sicsrec.data.batching import LengthGroupedBatchSampler, TrainingBatches, as_batch, pad, training_samples
 from sicsrec.nn.content_encoder import ContentEncoder
 from sicsrec.nn.id_encoder import IDEncoder
 from sicsrec.nn.losses import item_scores, stage1_losses
@@ -97,7 +98,7 @@ def train_and_test(seqs: list[np.ndarray], num_items: int, precision: str, args,
     samples = training_samples([s[:-2] for s in seqs], args.max_len)
     sizes = [int((y > 0).sum()) for _, y in samples]
     sampler = LengthGroupedBatchSampler([len(x) for x, _ in samples], args.batch_size, True, args.seed, sizes)
-    loader = torch.utils.data.DataLoader(SampleDataset(samples), batch_sampler=sampler, collate_fn=collate_train,
+    loader = torch.utils.data.DataLoader(TrainingBatches(samples), batch_sampler=sampler, collate_fn=as_batch,
                                          num_workers=args.workers, pin_memory=device.type == "cuda",
                                          persistent_workers=args.workers > 0)
     targets_per_epoch = sum(sizes)

@@ -139,3 +139,17 @@ def test_a_lightning_fit_reshuffles_batches_every_epoch(generated):
     first = record.seen
     assert len(first) == 3
     assert not any(a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, first[1:]))
+
+
+def test_pre_padded_training_batches_equal_collating_the_samples():
+    from sicsrec.data.batching import TrainingBatches
+
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(1, 50, size=n) for n in rng.integers(3, 30, size=200)]
+    samples = training_samples(seqs, 10)
+    dataset = TrainingBatches(samples)
+    sampler = LengthGroupedBatchSampler([len(x) for x, _ in samples], 64, shuffle=True, seed=1)
+    for indices in sampler:
+        fast = dataset.__getitems__(indices)
+        slow = collate_train([samples[i] for i in indices])
+        assert torch.equal(fast["input"], slow["input"]) and torch.equal(fast["target"], slow["target"])

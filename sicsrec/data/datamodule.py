@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from sicsrec.data.batching import (LengthGroupedBatchSampler, SampleDataset, TrainTargets, collate_eval,
-                                   collate_train, training_samples)
+from sicsrec.data.batching import (LengthGroupedBatchSampler, SampleDataset, TrainingBatches, TrainTargets,
+                                   as_batch, collate_eval, training_samples)
 from sicsrec.data.formats import Reader
 from sicsrec.data.prepare import PreparedData, prepare
 
@@ -148,7 +148,7 @@ class SequenceDataModule(L.LightningDataModule):
         check_self_sharding(self)
         if stage in ("fit", None) and not hasattr(self, "train_set"):
             samples = training_samples(self.train_parts, self.max_len, self.train_targets, self.window_stride)
-            self.train_set = SampleDataset(samples)
+            self.train_set = TrainingBatches(samples)
         splits = ("predict",) if stage == "predict" else ("valid", "test")
         for split in splits:
             if not hasattr(self, f"{split}_set"):
@@ -165,7 +165,7 @@ class SequenceDataModule(L.LightningDataModule):
                           persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
-        loader = self._loader(self.train_set, self.batch_size, True, collate_train)
+        loader = self._loader(self.train_set, self.batch_size, True, as_batch)
         if self._resume is not None:
             loader.batch_sampler.resume_from(*self._resume)
             self._resume = None
