@@ -42,12 +42,34 @@ class FeatureTable:
             self.register_buffer(f"features_{m}", values[m].float(), persistent=False)
             self.register_buffer(f"mask_{m}", masks[m], persistent=False)
 
+    _eval_table: torch.Tensor | None = None
+
     def content_table(self, encoder: ContentEncoder) -> torch.Tensor:
+        """The content vectors of all items. An evaluation pass computes them once and reuses them
+        for every batch (the weights do not change within it; the cache is cleared when a validation,
+        test or predict epoch starts); training recomputes them per step."""
+        evaluating = not self.training and not torch.is_grad_enabled()
+        if evaluating and self._eval_table is not None:
+            return self._eval_table
         names = list(self.hparams.feature_dims)
         if not hasattr(self, f"features_{names[0]}"):
             raise ConfigError("item features are not loaded: run the model through a DataModule with data.features")
-        return encoder.item_vectors({m: getattr(self, f"features_{m}") for m in names},
-                                    {m: getattr(self, f"mask_{m}") for m in names})
+        table = encoder.item_vectors({m: getattr(self, f"features_{m}") for m in names},
+                                     {m: getattr(self, f"mask_{m}") for m in names})
+        self._eval_table = table if evaluating else None
+        return table
+
+    def _forget_table(self) -> None:
+        self._eval_table = None  # a new pass may run on other weights (a loaded checkpoint)
+
+    def on_validation_epoch_start(self) -> None:
+        self._forget_table()
+
+    def on_test_epoch_start(self) -> None:
+        self._forget_table()
+
+    def on_predict_epoch_start(self) -> None:
+        self._forget_table()
 
 
 class Stage1Module(FeatureTable, RecommenderModule):
