@@ -96,12 +96,12 @@ def train_and_test(seqs: list[np.ndarray], num_items: int, precision: str, args,
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
 
     samples = training_samples([s[:-2] for s in seqs], args.max_len)
-    sizes = [int((y > 0).sum()) for _, y in samples]
-    sampler = LengthGroupedBatchSampler([len(x) for x, _ in samples], args.batch_size, True, args.seed, sizes)
-    loader = torch.utils.data.DataLoader(TrainingBatches(samples), batch_sampler=sampler, collate_fn=as_batch,
+    dataset = TrainingBatches(samples)
+    sampler = LengthGroupedBatchSampler(dataset.lengths, args.batch_size, True, args.seed, dataset.sizes)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=as_batch,
                                          num_workers=args.workers, pin_memory=device.type == "cuda",
                                          persistent_workers=args.workers > 0)
-    targets_per_epoch = sum(sizes)
+    targets_per_epoch = int(dataset.sizes.sum())
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)

@@ -88,6 +88,7 @@ class TrainingBatches(SampleDataset):
         for row, (x, y) in enumerate(samples):
             self.inputs[row, : len(x)] = x
             self.targets[row, : len(y)] = y
+        self.sizes = (self.targets > 0).sum(axis=1)  # training targets per sample: what a batch counts
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         rows = np.asarray(indices)

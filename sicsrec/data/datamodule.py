@@ -154,12 +154,11 @@ class SequenceDataModule(L.LightningDataModule):
             if not hasattr(self, f"{split}_set"):
                 setattr(self, f"{split}_set", SampleDataset(self.eval_samples(split)))
 
-    def _loader(self, dataset: SampleDataset, batch_size: int, shuffle: bool, collate) -> DataLoader:
+    def _loader(self, dataset: SampleDataset | TrainingBatches, batch_size: int, shuffle: bool, collate) -> DataLoader:
         if collate is collate_eval:
             lengths, sizes = [len(s[1]) for s in dataset.samples], None
         else:
-            lengths = [len(s[0]) for s in dataset.samples]
-            sizes = [int((s[1] > 0).sum()) for s in dataset.samples]
+            lengths, sizes = dataset.lengths, dataset.sizes
         sampler = LengthGroupedBatchSampler(lengths, batch_size, shuffle, self.resolved_seed, sizes)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())

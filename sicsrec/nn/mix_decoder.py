@@ -45,7 +45,7 @@ class Fusion(nn.Module):
     def __init__(self, hidden_size: int = 256, streams: int = 3, outputs: int = 1,
                  scales: tuple[float, ...] | None = None):
         super().__init__()
-        self.hidden_size, self.outputs = hidden_size, outputs
+        self.outputs = outputs
         self.scales = tuple(scales or (1.0,) * outputs)
         self.delta = nn.Linear(streams * hidden_size, outputs * hidden_size)
         nn.init.zeros_(self.delta.weight)
