@@ -137,3 +137,30 @@ def test_stage2_scoring_with_content_starts_from_the_sum_of_both_stage1_encoders
     finite = torch.isfinite(expected)
     assert torch.equal(finite, torch.isfinite(fused))
     assert torch.allclose(fused[finite], expected[finite], atol=1e-4)
+
+
+def test_one_stage_training_trains_every_part_and_rebuilds_from_its_own_checkpoint(generated, features, tmp_path):
+    """The "no stage 2" ablation: no stage-1 checkpoint, fresh encoders trained in full (no LoRA)."""
+    L.seed_everything(0, verbose=False)
+    dm = datamodule(generated, features)
+    model = Stage2Module(None, encoders=TINY, score_with_content=True, item_dropout=0.0)
+    model.bind_features(dm)
+    model.bind_data(dm.num_items, dm.max_len)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    assert not any("lora_" in n for n in before)
+    assert all(p.requires_grad for p in model.parameters())
+    trainer, path = fit(model, dm, tmp_path)
+    moved = {n.split(".")[0] + "." + n.split(".")[1] for n, p in model.named_parameters()
+             if not torch.equal(p.detach(), before[n])}
+    assert {"stage1.id_encoder", "stage1.content_encoder", "decoder.layers", "fusion.delta"} <= moved
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    assert set(saved["state_dict"]) == set(before) and "stage1_checkpoint" not in saved
+    expected = trainer.test(model, dm, ckpt_path=path, verbose=False)[0]
+    fresh = Stage2Module(None, encoders=TINY, score_with_content=True, item_dropout=0.0)
+    again = L.Trainer(logger=False, enable_progress_bar=False).test(fresh, datamodule(generated, features),
+                                                                     ckpt_path=path, verbose=False)[0]
+    assert again == pytest.approx(expected, abs=1e-6)
+    wrong = Stage2Module(None, encoders={"num_items": 3})
+    wrong.bind_features(dm)
+    with pytest.raises(ConfigError, match="come from the data"):
+        wrong.bind_data(dm.num_items, dm.max_len)

@@ -7,6 +7,10 @@ states. Loss: cross-entropy over all items + α · content-aware contrastive los
 
 A stage-2 checkpoint holds only what stage 2 trained, and names its stage-1 checkpoint by path
 and SHA-256; loading it rebuilds the stage-1 model from that file first (and refuses another one).
+
+Without a stage-1 checkpoint the same model is trained in one stage (the "no stage 2" ablation):
+both encoders are built fresh from ``encoders`` and train in full, without LoRA, together with
+the decoder and fusion under the same loss.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -74,7 +79,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
         protocol, optimizer, scheduler: as in stage 1.
     """
 
-    def __init__(self, stage1_checkpoint: str, num_items: int | None = None, max_len: int | None = None,
+    def __init__(self, stage1_checkpoint: str | None, encoders: dict[str, Any] | None = None, num_items: int | None = None, max_len: int | None = None,
                  lora_rank: int = 4, lora_alpha: int = 8, lora_dropout: float = 0.0,
                  lora_targets: list[str] | None = None, decoder_layers: int = 1, decoder_heads: int = 2,
                  dropout: float = 0.5, attn_dropout: float = 0.5, item_dropout: float = 0.5,
@@ -94,6 +99,23 @@ class Stage2Module(FeatureTable, RecommenderModule):
         from peft import LoraConfig, inject_adapter_in_model
 
         h = self.hparams
+        stage1 = self._fresh_encoders() if h.stage1_checkpoint is None else self._pretrained_encoders()
+        if h.stage1_checkpoint is not None:
+            config = LoraConfig(r=h.lora_rank, lora_alpha=h.lora_alpha, lora_dropout=h.lora_dropout,
+                                target_modules=h.lora_targets or LORA_TARGETS)
+            for encoder in (stage1.id_encoder, stage1.content_encoder):
+                inject_adapter_in_model(config, encoder)
+            for name, p in stage1.named_parameters():
+                p.requires_grad_("lora_" in name or (h.train_item_table and name == "id_encoder.item_embedding.weight"))
+        self.stage1, s = stage1, stage1.hparams
+        self.decoder = MixDecoder(s.hidden_size, s.inner_size, h.decoder_layers, h.decoder_heads, h.dropout,
+                                  h.attn_dropout, s.layer_norm_eps, s.init_std, s.activation) if h.use_decoder else None
+        # with content scoring, the content part starts as stage 1 scored it: cosine / τ
+        self.fusion = Fusion(s.hidden_size, 3 if h.use_decoder else 2, 2 if h.score_with_content else 1,
+                             (1.0, 1.0 / s.content_temperature) if h.score_with_content else None)
+
+    def _pretrained_encoders(self) -> Stage1Module:
+        h = self.hparams
         path = Path(h.stage1_checkpoint)
         if not path.is_file():
             raise ConfigError(f"stage-1 checkpoint not found: {path}")
@@ -111,19 +133,15 @@ class Stage2Module(FeatureTable, RecommenderModule):
                 raise ConfigError(f"stage 1 was trained with {name}={s[name]}, the data gives {h[name]}")
         if dict(s.feature_dims) != dict(h.feature_dims):
             raise ConfigError(f"stage 1 used features {dict(s.feature_dims)}, the data gives {dict(h.feature_dims)}")
-        stage1.requires_grad_(False)
-        config = LoraConfig(r=h.lora_rank, lora_alpha=h.lora_alpha, lora_dropout=h.lora_dropout,
-                            target_modules=h.lora_targets or LORA_TARGETS)
-        for encoder in (stage1.id_encoder, stage1.content_encoder):
-            inject_adapter_in_model(config, encoder)
-        for name, p in stage1.named_parameters():
-            p.requires_grad_("lora_" in name or (h.train_item_table and name == "id_encoder.item_embedding.weight"))
-        self.stage1 = stage1
-        self.decoder = MixDecoder(s.hidden_size, s.inner_size, h.decoder_layers, h.decoder_heads, h.dropout,
-                                  h.attn_dropout, s.layer_norm_eps, s.init_std, s.activation) if h.use_decoder else None
-        # with content scoring, the content part starts as stage 1 scored it: cosine / τ
-        self.fusion = Fusion(s.hidden_size, 3 if h.use_decoder else 2, 2 if h.score_with_content else 1,
-                             (1.0, 1.0 / s.content_temperature) if h.score_with_content else None)
+        return stage1.requires_grad_(False)
+
+    def _fresh_encoders(self) -> Stage1Module:
+        h = self.hparams
+        fixed = {"num_items", "max_len", "feature_dims", "use_id", "use_content"}
+        if fixed & set(h.encoders or {}):
+            raise ConfigError(f"model.encoders: {sorted(fixed & set(h.encoders))} come from the data, leave them out")
+        return contextvars.Context().run(Stage1Module, num_items=h.num_items, max_len=h.max_len, use_id=True,
+                                         use_content=True, feature_dims=dict(h.feature_dims), **(h.encoders or {}))
 
     def networks(self) -> list:
         return [n for n in (self.stage1.id_encoder, self.stage1.content_encoder, self.decoder, self.fusion)
@@ -131,6 +149,8 @@ class Stage2Module(FeatureTable, RecommenderModule):
 
     def parameter_counts(self) -> dict[str, int | float]:
         counts = super().parameter_counts()
+        if self.hparams.stage1_checkpoint is None:
+            return counts  # one-stage training: no LoRA
         for name, r in self.lora_report().items():
             counts[f"parameters/{name}/lora"] = r["lora"]
             counts[f"parameters/{name}/frozen"] = r["frozen"]
@@ -201,8 +221,9 @@ class Stage2Module(FeatureTable, RecommenderModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         keep = self.trained_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
-        checkpoint["stage1_checkpoint"] = {"path": str(self.hparams.stage1_checkpoint),
-                                           "sha256": self.hparams.stage1_sha256}
+        if self.hparams.stage1_checkpoint is not None:
+            checkpoint["stage1_checkpoint"] = {"path": str(self.hparams.stage1_checkpoint),
+                                               "sha256": self.hparams.stage1_sha256}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
