@@ -1,4 +1,5 @@
-"""Callbacks that turn results into files (the models never touch files)."""
+"""Callbacks: results into files (the models never touch files), resumable randomness, and
+fine-tuning that never ends worse on validation than it started."""
 
 from __future__ import annotations
 
@@ -100,3 +101,38 @@ class ResumeRandomState(L.Callback):
         torch.set_rng_state(state["torch"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class ValidateStartingPoint(L.Callback):
+    """Validates the model before its first training step and enters it into checkpointing and
+    early stopping as a candidate, like an epoch of its own.
+
+    For a fine-tuning stage that starts from a model worth keeping (stage 2 starts from the sum
+    of both stage-1 encoders' scores): the best checkpoint is then the starting point whenever no
+    epoch of tuning beats it on validation, and patience counts from it. Skipped on resume.
+    """
+
+    def on_train_start(self, trainer, module) -> None:
+        from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+        if trainer.global_step > 0 or trainer.fit_loop.epoch_progress.current.completed > 0:
+            return  # resumed: the start was validated in the first run
+        values = module.evaluate(trainer.datamodule.val_dataloader())
+        for logger in trainer.loggers:
+            logger.log_metrics({f"start/{k}": float(v) for k, v in values.items()}, step=0)
+        for callback in trainer.callbacks:
+            monitor = getattr(callback, "monitor", None)
+            if monitor not in values:
+                continue
+            score = torch.tensor(float(values[monitor]))
+            if isinstance(callback, ModelCheckpoint) and callback.save_top_k != 0:
+                path = callback.format_checkpoint_name({**values, "epoch": torch.tensor(-1), "step": torch.tensor(0)})
+                trainer.save_checkpoint(path)
+                callback.best_k_models = {path: score}
+                callback.best_model_path = callback.kth_best_model_path = path
+                callback.best_model_score = callback.kth_value = score
+            elif isinstance(callback, EarlyStopping):
+                callback.best_score = score
+        if trainer.global_rank == 0:
+            shown = {k: round(float(v), 4) for k, v in values.items() if k.endswith(("hr@10", "ndcg@10"))}
+            print(f"starting point, before training: {shown}", flush=True)

@@ -164,3 +164,35 @@ def test_one_stage_training_trains_every_part_and_rebuilds_from_its_own_checkpoi
     wrong.bind_features(dm)
     with pytest.raises(ConfigError, match="come from the data"):
         wrong.bind_data(dm.num_items, dm.max_len)
+
+
+def test_validating_the_starting_point_keeps_it_when_tuning_only_hurts(generated, features, stage1_checkpoint,
+                                                                       tmp_path):
+    """A learning rate that wrecks the model: the best checkpoint must be the untuned start (the sum
+    of both stage-1 encoders), early stopping must count patience from it, and testing "best" must
+    give the start's numbers."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from sicsrec.callbacks import ValidateStartingPoint
+
+    L.seed_everything(0, verbose=False)
+    wreck = lambda params: torch.optim.Adam(params, lr=0.3)  # noqa: E731
+    model = Stage2Module(stage1_checkpoint, score_with_content=True, optimizer=wreck)
+    dm = datamodule(generated, features)
+    start = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).validate(
+        model, dm, verbose=False)[0]
+    ckpt = ModelCheckpoint(dirpath=tmp_path, monitor="valid/hr@10", mode="max", filename="best")
+    trainer = L.Trainer(max_epochs=6, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, callbacks=[ValidateStartingPoint(), ckpt,
+                                                           EarlyStopping("valid/hr@10", mode="max", patience=2)])
+    trainer.fit(model, dm)
+    assert trainer.current_epoch == 2  # two epochs without beating the start, then stop
+    assert float(ckpt.best_model_score) == pytest.approx(start["valid/hr@10"])
+    assert float(trainer.callback_metrics["valid/hr@10"]) < start["valid/hr@10"]  # tuning really did hurt
+    saved = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)
+    assert saved["epoch"] == 0 and saved["global_step"] == 0
+    assert all(torch.count_nonzero(v) == 0 for k, v in saved["state_dict"].items() if k.startswith("fusion.delta"))
+    tested = trainer.test(model, dm, ckpt_path="best", verbose=False)[0]
+    again = L.Trainer(logger=False, enable_progress_bar=False).test(
+        Stage2Module(stage1_checkpoint, score_with_content=True), datamodule(generated, features), verbose=False)[0]
+    assert tested == pytest.approx(again, abs=1e-6)

@@ -122,7 +122,19 @@ class RecommenderModule(L.LightningModule):
         """Each user's scores over all items; the prediction writer keeps the top K."""
         return {"user": batch["user"], "scores": self.score(batch), "history": batch["history"]}
 
-    def _log_metrics(self, metrics: nn.ModuleDict, prefix: str) -> None:
+    @torch.no_grad()
+    def evaluate(self, loader) -> dict[str, torch.Tensor]:
+        """Validation metrics over ``loader`` outside Lightning's loop (e.g. before any training step)."""
+        was_training = self.training
+        self.eval()
+        self.on_validation_epoch_start()
+        for batch in loader:
+            batch = self._trainer.strategy.batch_to_device(batch) if self._trainer is not None else batch
+            self._update(self.valid_metrics, batch)
+        self.train(was_training)
+        return self._compute_metrics(self.valid_metrics, "valid")
+
+    def _compute_metrics(self, metrics: nn.ModuleDict, prefix: str) -> dict[str, torch.Tensor]:
         logged = {}
         for view, metric in metrics.items():
             values = metric.compute()
@@ -132,7 +144,10 @@ class RecommenderModule(L.LightningModule):
             metric.reset()
         if len(self.views) > 1:
             logged[f"{prefix}/hr@10"] = sum(logged[f"{prefix}/{v}/hr@10"] for v in self.views) / len(self.views)
-        self.log_dict(logged, sync_dist=True)  # equal on every rank (the metric gathers all users)
+        return logged
+
+    def _log_metrics(self, metrics: nn.ModuleDict, prefix: str) -> None:
+        self.log_dict(self._compute_metrics(metrics, prefix), sync_dist=True)  # equal on every rank (gathered)
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics(self.valid_metrics, "valid")
