@@ -36,7 +36,7 @@ def test_report_tables_mean_and_std_over_seeds_and_replaces_its_block(tmp_path, 
     main(["report", *args])
     text = out.read_text()
     mean, std = 100 * statistics.mean(values.values()), 100 * statistics.stdev(values.values())
-    assert f"| gen/stage2 | 2024, 2025, 2026 |" in text and f"{mean:.2f} ± {std:.2f}" in text
+    assert "| gen/stage2 | 2024, 2025, 2026 |" in text and f"{mean:.2f} ± {std:.2f}" in text
     assert "| gen/stage2 no_decoder | 2024 |" in text
     assert "| gen/stage1 (id encoder) | 2024 |" in text and "| gen/stage1 (content encoder) | 2024 |" in text
     assert text.startswith("# Results\n\nnarrative kept\n")
