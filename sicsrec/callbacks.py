@@ -127,10 +127,10 @@ class ValidateStartingPoint(L.Callback):
             score = torch.tensor(float(values[monitor]))
             if isinstance(callback, ModelCheckpoint) and callback.save_top_k != 0:
                 path = callback.format_checkpoint_name({**values, "epoch": torch.tensor(-1), "step": torch.tensor(0)})
-                trainer.save_checkpoint(path)
                 callback.best_k_models = {path: score}
                 callback.best_model_path = callback.kth_best_model_path = path
                 callback.best_model_score = callback.kth_value = score
+                trainer.save_checkpoint(path)  # after: the checkpoint's own callback state names it best
             elif isinstance(callback, EarlyStopping):
                 callback.best_score = score
         if trainer.global_rank == 0:

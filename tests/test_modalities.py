@@ -29,7 +29,7 @@ SHAPE = dict(hidden_size=64, inner_size=64, dropout=0.2, attn_dropout=0.2)
 def worlds(tmp_path_factory):
     """The same users, items and titles twice: once with signal covers, once with noise covers."""
     base = tmp_path_factory.mktemp("modalities")
-    text, image = TextEncoder(), ImageEncoder(image_size=32)  # bundled MiniLM and EfficientNet-Lite0
+    text, image = TextEncoder(), ImageEncoder(image_size=64)  # bundled MiniLM and EfficientNet-Lite0
     out = {}
     for covers in ("signal", "noise"):
         root = generate(base / covers / "Gen", covers=covers, **GENERATED)

@@ -193,6 +193,7 @@ def test_validating_the_starting_point_keeps_it_when_tuning_only_hurts(generated
     assert saved["epoch"] == 0 and saved["global_step"] == 0
     assert all(torch.count_nonzero(v) == 0 for k, v in saved["state_dict"].items() if k.startswith("fusion.delta"))
     tested = trainer.test(model, dm, ckpt_path="best", verbose=False)[0]
+    assert float(ckpt.best_model_score) == pytest.approx(start["valid/hr@10"])  # loading it keeps the record
     again = L.Trainer(logger=False, enable_progress_bar=False).test(
         Stage2Module(stage1_checkpoint, score_with_content=True), datamodule(generated, features), verbose=False)[0]
     assert tested == pytest.approx(again, abs=1e-6)
