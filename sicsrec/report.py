@@ -54,9 +54,12 @@ def collect(folders: list[Path]) -> dict[str, dict]:
 def validation_curve(path: Path, view: str = "") -> list[tuple[int, float]]:
     if not path.is_file():
         return []
+    """Validation HR@10 per epoch; a validated starting point (``start/valid/…``) is epoch -1."""
     key = f"valid/{view}/hr@10" if view else "valid/hr@10"
     with open(path, newline="") as f:
-        return [(int(r["epoch"]), float(r[key])) for r in csv.DictReader(f) if r.get(key)]
+        rows = list(csv.DictReader(f))
+    start = [(-1, float(r[f"start/{key}"])) for r in rows if r.get(f"start/{key}")]
+    return start + [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key)]
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

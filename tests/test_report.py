@@ -50,3 +50,12 @@ def test_report_tables_mean_and_std_over_seeds_and_replaces_its_block(tmp_path, 
     main(["report", *args])
     text = out.read_text()
     assert text.count("sicsrec report: begin") == 1 and "2024, 2025, 2026, 2027" in text
+
+
+def test_validation_curve_puts_a_validated_starting_point_at_epoch_minus_one(tmp_path):
+    from sicsrec.report import validation_curve
+
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,start/valid/hr@10,step,train/loss,valid/hr@10\n,0.25,0,,\n0,,19,,0.24\n0,,19,3.1,\n"
+                    "1,,39,,0.26\n")
+    assert validation_curve(path) == [(-1, 0.25), (0, 0.24), (1, 0.26)]
