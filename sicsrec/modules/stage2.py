@@ -79,7 +79,8 @@ class Stage2Module(FeatureTable, RecommenderModule):
         protocol, optimizer, scheduler: as in stage 1.
     """
 
-    def __init__(self, stage1_checkpoint: str | None, encoders: dict[str, Any] | None = None, num_items: int | None = None, max_len: int | None = None,
+    def __init__(self, stage1_checkpoint: str | None, encoders: dict[str, Any] | None = None,
+                 num_items: int | None = None, max_len: int | None = None,
                  lora_rank: int = 4, lora_alpha: int = 8, lora_dropout: float = 0.0,
                  lora_targets: list[str] | None = None, decoder_layers: int = 1, decoder_heads: int = 2,
                  dropout: float = 0.5, attn_dropout: float = 0.5, item_dropout: float = 0.5,
@@ -99,8 +100,10 @@ class Stage2Module(FeatureTable, RecommenderModule):
         from peft import LoraConfig, inject_adapter_in_model
 
         h = self.hparams
-        stage1 = self._fresh_encoders() if h.stage1_checkpoint is None else self._pretrained_encoders()
-        if h.stage1_checkpoint is not None:
+        if h.stage1_checkpoint is None:
+            stage1 = self._fresh_encoders()
+        else:
+            stage1 = self._pretrained_encoders()
             config = LoraConfig(r=h.lora_rank, lora_alpha=h.lora_alpha, lora_dropout=h.lora_dropout,
                                 target_modules=h.lora_targets or LORA_TARGETS)
             for encoder in (stage1.id_encoder, stage1.content_encoder):
