@@ -128,8 +128,9 @@ class Chain:
         if self._stamp(out_dir) == stamp and all(p.exists() for p in outputs):
             print(f"[sicsrec run] {name}: up to date", flush=True)
             return False
-        last = out_dir / "checkpoints" / "last.ckpt"
-        if command[0] == "fit" and self._stamp(out_dir, finished=False) == stamp and last.is_file():
+        # a stage's run folder holds checkpoints/; alignment's output folder is its checkpoint folder
+        last = next((p for p in (out_dir / "checkpoints" / "last.ckpt", out_dir / "last.ckpt") if p.is_file()), None)
+        if command[0] == "fit" and self._stamp(out_dir, finished=False) == stamp and last is not None:
             command = [*command, "--ckpt_path", str(last)]
         write_json_atomic(out_dir / STAMP, {"stamp": stamp, "command": command, "finished": False})
         print(f"[sicsrec run] {name}: {' '.join(command)}", flush=True)

@@ -136,3 +136,23 @@ def test_a_killed_stage_is_resumed_from_its_last_checkpoint_when_run_again(tmp_p
     (runs / "stage1" / "seed1" / STAMP).write_text(json.dumps({"stamp": "old", "finished": False}))
     chain.run([1], start="stage1")
     assert "--ckpt_path" not in log.read_text().splitlines()[3]
+
+
+def test_a_stopped_alignment_is_resumed_from_the_last_checkpoint_in_its_checkpoint_folder(tmp_path):
+    """Alignment's output is ``<align>/checkpoints/best.ckpt``, so its ``last.ckpt`` lies beside it."""
+    import sys
+
+    log = tmp_path / "calls.log"
+    fake = tmp_path / "fakepython"
+    fake.write_text(f"#!{sys.executable}\nimport sys\nfrom pathlib import Path\n"
+                    f"Path({str(log)!r}).open('a').write(' '.join(sys.argv[3:]) + '\\n')\n"
+                    f"Path({str(tmp_path / 'align' / 'checkpoints' / 'best.ckpt')!r}).write_text('x')\n")
+    fake.chmod(0o755)
+    out_dir = tmp_path / "align" / "checkpoints"
+    out_dir.mkdir(parents=True)
+    (out_dir / "last.ckpt").write_text("x")
+    (out_dir / STAMP).write_text(json.dumps({"stamp": "s", "finished": False}))
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    Chain(folder, python=str(fake))._run("align", out_dir, [out_dir / "best.ckpt"], "s", ["fit", "--config", "a.yaml"])
+    assert log.read_text().split() == ["fit", "--config", "a.yaml", "--ckpt_path", str(out_dir / "last.ckpt")]
