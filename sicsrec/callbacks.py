@@ -114,6 +114,7 @@ class ValidateStartingPoint(L.Callback):
 
     def on_train_start(self, trainer, module) -> None:
         from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+        from lightning.pytorch.utilities import rank_zero_info
 
         if trainer.global_step > 0 or trainer.fit_loop.epoch_progress.current.completed > 0:
             return  # resumed: the start was validated in the first run
@@ -133,6 +134,5 @@ class ValidateStartingPoint(L.Callback):
                 trainer.save_checkpoint(path)  # after: the checkpoint's own callback state names it best
             elif isinstance(callback, EarlyStopping):
                 callback.best_score = score
-        if trainer.global_rank == 0:
-            shown = {k: round(float(v), 4) for k, v in values.items() if k.endswith(("hr@10", "ndcg@10"))}
-            print(f"starting point, before training: {shown}", flush=True)
+        shown = {k: round(float(v), 4) for k, v in values.items() if k.endswith(("hr@10", "ndcg@10"))}
+        rank_zero_info(f"starting point, before training: {shown}")
