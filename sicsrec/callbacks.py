@@ -103,6 +103,48 @@ class ResumeRandomState(L.Callback):
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class KeepMetricsOnResume(L.Callback):
+    """Keeps a run folder's ``metrics.csv``. Lightning's CSV logger deletes the file it finds in
+    its version folder when it starts, so a fit resumed with ``--ckpt_path`` into the same folder
+    (what ``sicsrec run`` does) would lose the validation curve of every epoch before the stop, and
+    a ``test`` pointed at a run's config would lose all of it. The rows are read when the trainer is
+    built (before the logger starts) and put back: all of them for validate/test/predict; for a
+    resumed fit those up to the checkpoint (the interrupted part of an epoch is logged again); none
+    for a fresh fit."""
+
+    def __init__(self, loggers: list) -> None:
+        import csv
+
+        from lightning.pytorch.loggers import CSVLogger
+
+        self._rows: dict[int, list[dict]] = {}
+        for i, logger in enumerate(loggers):
+            path = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
+            if path is not None and path.is_file():
+                with open(path, newline="") as f:
+                    self._rows[i] = [{k: v for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+
+    def _put_back(self, trainer, keep) -> None:
+        rows, self._rows = self._rows, {}
+        if not trainer.is_global_zero:
+            return
+        for i, logged in rows.items():
+            writer = trainer.loggers[i].experiment
+            writer.metrics = [r for r in logged if keep(r)] + writer.metrics
+            writer.save()
+
+    def setup(self, trainer, module, stage: str) -> None:
+        if stage != "fit":
+            self._put_back(trainer, lambda row: True)
+
+    def on_load_checkpoint(self, trainer, module, checkpoint: dict) -> None:
+        epoch, step = checkpoint.get("epoch", 0), checkpoint.get("global_step", 0)
+        self._put_back(trainer, lambda r: int(float(r.get("epoch", 0))) <= epoch and int(float(r.get("step", 0))) <= step)
+
+    def on_fit_start(self, trainer, module) -> None:
+        self._rows = {}  # a fresh fit: the old rows belonged to an earlier run
+
+
 class ValidateStartingPoint(L.Callback):
     """Validates the model before its first training step and enters it into checkpointing and
     early stopping as a candidate, like an epoch of its own.

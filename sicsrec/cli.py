@@ -12,7 +12,7 @@ from pathlib import Path
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from sicsrec.callbacks import PredictionWriter, ResumeRandomState
+from sicsrec.callbacks import KeepMetricsOnResume, PredictionWriter, ResumeRandomState
 from sicsrec.errors import ConfigError, DataError, TrainingError
 from sicsrec.io import write_json_atomic
 
@@ -61,6 +61,7 @@ class SicsrecCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.append(ResumeRandomState())  # always: any checkpoint can be resumed exactly
+        trainer.callbacks.append(KeepMetricsOnResume(trainer.loggers))  # and its metrics.csv keeps the epochs before the stop
         return trainer
 
     def before_fit(self) -> None:

@@ -103,3 +103,30 @@ def test_killed_fit_resumes_with_ckpt_path_last_and_ends_like_an_uninterrupted_r
     print(f"largest metric difference: resumed vs whole {resume_gap:.2e}, seed 2 vs seed 1 {seed_gap:.2e}")
     assert resume_gap < seed_gap
     assert resume_gap == 0.0
+
+
+def valid_rows(tmp_path: Path, name: str) -> list[tuple[int, str]]:
+    with open(tmp_path / "runs" / name / "metrics.csv") as f:
+        return [(int(r["epoch"]), r["valid/hr@10"]) for r in csv.DictReader(f) if r.get("valid/hr@10")]
+
+
+def test_a_run_resumed_in_its_own_folder_keeps_the_metrics_logged_before_the_stop(generated, baselines):
+    """``sicsrec run`` resumes into the same version folder, where Lightning's CSV logger would
+    delete ``metrics.csv``: the validation curve must still hold every epoch, once."""
+    tmp, name = baselines, "same_folder"
+    whole = step_losses(tmp, "whole")
+    per_epoch = len(whole) // 3
+    kill_at = 2 * per_epoch + per_epoch // 2  # in the middle of the third epoch: two validations done
+    killed = fit(tmp, generated, name, 1, kill_at=kill_at, sig=int(signal.SIGTERM))
+    assert killed.returncode != 0
+    before = valid_rows(tmp, name)
+    assert [e for e, _ in before] == [0, 1]
+    resumed = fit(tmp, generated, name, 1, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert valid_rows(tmp, name) == valid_rows(tmp, "whole")  # epochs 0, 1, 2 once each, same values
+    assert step_losses(tmp, name) == whole  # no training step lost or repeated
+    tested = subprocess.run([sys.executable, "-m", "sicsrec.cli", "test", "--config", str(tmp / f"{name}.yaml"),
+                             "--ckpt_path", "last"], cwd=tmp, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            capture_output=True, text=True, timeout=600)
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    assert valid_rows(tmp, name) == valid_rows(tmp, "whole")  # a later `test` in the same folder keeps the curve
