@@ -74,11 +74,14 @@ class SicsrecCLI(LightningCLI):
                 or not is_overridden("test_step", self.model)):
             return
         fit_seconds = time.perf_counter() - self._fit_started
+        resumed_from = self.trainer.ckpt_path  # then fit_seconds covers only this process's epochs
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
         results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, verbose=False)
         self._report(results, {"fit_seconds": round(fit_seconds, 2),
                                "epochs": self.trainer.current_epoch,
-                               "seconds_per_epoch": round(fit_seconds / max(1, self.trainer.current_epoch), 3),
+                               "resumed_from": str(resumed_from) if resumed_from else None,
+                               "seconds_per_epoch": None if resumed_from else
+                               round(fit_seconds / max(1, self.trainer.current_epoch), 3),
                                "best_checkpoint": best,
                                "best_valid": _as_float(getattr(self.trainer.checkpoint_callback, "best_model_score", None))})
 

@@ -125,6 +125,9 @@ def test_a_run_resumed_in_its_own_folder_keeps_the_metrics_logged_before_the_sto
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert valid_rows(tmp, name) == valid_rows(tmp, "whole")  # epochs 0, 1, 2 once each, same values
     assert step_losses(tmp, name) == whole  # no training step lost or repeated
+    report = json.loads((tmp / "runs" / name / "metrics.json").read_text())
+    assert report["resumed_from"].endswith("last.ckpt") and report["seconds_per_epoch"] is None  # timing of part of a run
+    assert json.loads((tmp / "runs" / "whole" / "metrics.json").read_text())["resumed_from"] is None
     tested = subprocess.run([sys.executable, "-m", "sicsrec.cli", "test", "--config", str(tmp / f"{name}.yaml"),
                              "--ckpt_path", "last"], cwd=tmp, env={**os.environ, "PYTHONPATH": str(REPO)},
                             capture_output=True, text=True, timeout=600)
