@@ -54,6 +54,9 @@ class SicsrecCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         # The DataModules shard their length-grouped batches across ranks themselves.
         parser.set_defaults({"trainer.use_distributed_sampler": False})
+        # Length-grouped batches: each epoch has its own number of batches, which Lightning only
+        # re-reads when it rebuilds the loader (see SequenceDataModule.train_dataloader).
+        parser.set_defaults({"trainer.reload_dataloaders_every_n_epochs": 1})
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="After fit, test the best checkpoint, print a metrics table and write metrics.json.")

@@ -133,3 +133,29 @@ def test_a_run_resumed_in_its_own_folder_keeps_the_metrics_logged_before_the_sto
                             capture_output=True, text=True, timeout=600)
     assert tested.returncode == 0, tested.stderr[-3000:]
     assert valid_rows(tmp, name) == valid_rows(tmp, "whole")  # a later `test` in the same folder keeps the curve
+
+
+def test_every_epoch_is_validated_once_at_its_end_though_its_number_of_batches_changes(generated, tmp_path):
+    """Length-grouped batches are reshuffled every epoch, so the number of batches changes; a
+    loader Lightning built once validated in the wrong place (early, or not at all) in the epochs
+    whose count differed from the first epoch's."""
+    import itertools
+
+    from sicsrec.data import SequenceDataModule
+
+    L.seed_everything(1)
+    dm = SequenceDataModule(root=str(generated), max_len=10, batch_size=100)
+    dm.setup("fit")
+    sampler = dm.train_dataloader().batch_sampler
+    counts = []
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        counts.append(len(sampler))
+    assert len(set(counts)) > 1, counts  # otherwise this test shows nothing
+
+    done = fit(tmp_path, generated, "varying", 1, "--data.init_args.batch_size", "100", "--trainer.max_epochs", "4")
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(tmp_path / "runs" / "varying" / "metrics.csv") as f:
+        validated = [(int(r["epoch"]), int(r["step"])) for r in csv.DictReader(f) if r.get("valid/hr@10")]
+    print("batches per epoch:", counts, "validations (epoch, step):", validated)
+    assert validated == [(e, s - 1) for e, s in enumerate(itertools.accumulate(counts))]

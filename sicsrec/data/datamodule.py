@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from sicsrec.data.batching import (LengthGroupedBatchSampler, SampleDataset, TrainingBatches, TrainTargets,
@@ -165,6 +166,17 @@ class SequenceDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader(self.train_set, self.batch_size, True, as_batch)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            # The number of batches changes from epoch to epoch (length-grouped, reshuffled). Lightning
+            # reads it when it builds the loader and validates when the batch index reaches it, so a
+            # loader built once would skip validation in shorter epochs and validate early in longer
+            # ones; built each epoch (the CLI's default), it counts this epoch's batches.
+            loader.batch_sampler.set_epoch(trainer.current_epoch)
+            if trainer.reload_dataloaders_every_n_epochs != 1:
+                rank_zero_warn("SequenceDataModule: set trainer.reload_dataloaders_every_n_epochs=1 (the sicsrec CLI's "
+                               "default): the number of training batches changes every epoch, and Lightning validates "
+                               "at the end of an epoch only when it knows that epoch's number.")
         if self._resume is not None:
             loader.batch_sampler.resume_from(*self._resume)
             self._resume = None
