@@ -59,7 +59,8 @@ def init_args(path: Path, section: str) -> dict:
 def run(module: L.LightningModule, data: SequenceDataModule, epochs: int) -> EpochClock:
     clock = EpochClock()
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[clock], accelerator="cpu")
+                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[clock], accelerator="cpu",
+                        reload_dataloaders_every_n_epochs=1)
     trainer.fit(module, data)
     return clock
 
