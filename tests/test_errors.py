@@ -146,7 +146,8 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path, g
     dm = SequenceDataModule(str(generated), max_len=20, batch_size=1024)
     model = Stage1Module(hidden_size=8, inner_size=8)
     ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True)
-    trainer = L.Trainer(max_epochs=5, logger=False, enable_progress_bar=False, enable_model_summary=False,
+    trainer = L.Trainer(max_epochs=5, reload_dataloaders_every_n_epochs=1,
+                        logger=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[ckpt, PoisonAtStep()], limit_val_batches=0)
     with pytest.raises(TrainingError) as err:
         trainer.fit(model, dm)

@@ -20,7 +20,8 @@ def train_and_compare(root, shuffle: bool) -> tuple[float, float]:
     dm = SequenceDataModule(str(root), batch_size=256, max_len=20, shuffle_sequences=shuffle)
     dm.setup("fit")
     model = Stage1Module(dm.num_items, max_len=20, hidden_size=64, inner_size=64, dropout=0.2, attn_dropout=0.2)
-    trainer = L.Trainer(max_epochs=20, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    trainer = L.Trainer(max_epochs=20, reload_dataloaders_every_n_epochs=1,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
     trainer.fit(model, dm)
     model.eval()

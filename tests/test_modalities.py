@@ -47,7 +47,8 @@ def data(worlds, covers: str, modalities: list[str] | None) -> SequenceDataModul
 def fit_and_test(model, dm, folder, extra=()) -> dict:
     L.seed_everything(0, verbose=False)
     checkpoint = ModelCheckpoint(dirpath=folder, monitor="valid/hr@10", mode="max", filename="best")
-    trainer = L.Trainer(max_epochs=40, logger=False, enable_progress_bar=False, enable_model_summary=False,
+    trainer = L.Trainer(max_epochs=40, reload_dataloaders_every_n_epochs=1,
+                        logger=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[*extra, checkpoint, EarlyStopping("valid/hr@10", mode="max", patience=4)])
     trainer.fit(model, dm)
     return trainer.test(model, dm, ckpt_path=checkpoint.best_model_path, verbose=False)[0] | \

@@ -132,7 +132,8 @@ def test_a_lightning_fit_reshuffles_batches_every_epoch(generated):
                 self.seen.append(batch["input"].clone())
 
     record = FirstBatches()
-    trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    trainer = L.Trainer(max_epochs=3, reload_dataloaders_every_n_epochs=1,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, callbacks=[record])
     trainer.fit(Stage1Module(hidden_size=8, inner_size=8, num_layers=1),
                 SequenceDataModule(str(generated), max_len=10, batch_size=256, seed=0))

@@ -20,7 +20,8 @@ def datamodule(generated, features):
 
 def fit(model, dm, tmp_path, epochs=2):
     ckpt = ModelCheckpoint(dirpath=tmp_path, monitor="valid/hr@10", mode="max")
-    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
+    trainer = L.Trainer(max_epochs=epochs, reload_dataloaders_every_n_epochs=1,
+                        logger=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[ckpt], num_sanity_val_steps=0)
     trainer.fit(model, dm)
     return trainer, ckpt.best_model_path
@@ -36,8 +37,9 @@ def stage1_checkpoint(generated, features, tmp_path_factory):
 
 
 def test_content_vectors_are_normalised_sums_over_present_modalities():
-    enc = ContentEncoder({"text": 6, "image": 8}, hidden_size=4, inner_size=4, max_len=5)
-    feats = {"text": torch.randn(4, 6), "image": torch.randn(4, 8)}
+    torch.manual_seed(0)  # with zero biases, an input that no ReLU unit passes projects to 0: 16 → 8 units
+    enc = ContentEncoder({"text": 16, "image": 8}, hidden_size=4, inner_size=4, max_len=5)
+    feats = {"text": torch.randn(4, 16), "image": torch.randn(4, 8)}
     masks = {"text": torch.ones(4, dtype=torch.bool), "image": torch.tensor([True, True, False, True])}
     table = enc.item_vectors(feats, masks)
     assert torch.all(table[0] == 0)
@@ -182,7 +184,8 @@ def test_validating_the_starting_point_keeps_it_when_tuning_only_hurts(generated
     start = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).validate(
         model, dm, verbose=False)[0]
     ckpt = ModelCheckpoint(dirpath=tmp_path, monitor="valid/hr@10", mode="max", filename="best")
-    trainer = L.Trainer(max_epochs=6, logger=False, enable_progress_bar=False, enable_model_summary=False,
+    trainer = L.Trainer(max_epochs=6, reload_dataloaders_every_n_epochs=1,
+                        logger=False, enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, callbacks=[ValidateStartingPoint(), ckpt,
                                                            EarlyStopping("valid/hr@10", mode="max", patience=2)])
     trainer.fit(model, dm)
