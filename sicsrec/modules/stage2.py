@@ -61,8 +61,12 @@ def load_stage1(path: Path) -> Stage1Module:
 
 class Stage2Module(FeatureTable, RecommenderModule):
     """Args:
-        stage1_checkpoint: the stage-1 checkpoint (ID + content encoders) to start from.
-        num_items, max_len: ``null`` takes them from the DataModule (must match stage 1).
+        stage1_checkpoint: the stage-1 checkpoint (ID + content encoders) to start from; ``null``:
+            one-stage training (the "no stage 2" ablation) of encoders built from ``encoders``.
+        encoders: Stage1Module arguments of those fresh encoders (``null``: its defaults).
+        num_items, max_len, feature_dims: ``null`` takes them from the DataModule (must match stage 1).
+        stage1_sha256: hash of the stage-1 checkpoint, recorded at the first fit; a later load of a
+            different file under that path is an error.
         lora_rank, lora_alpha, lora_dropout: LoRA settings (peft).
         lora_targets: module-name suffixes LoRA wraps in both encoders.
         decoder_layers, decoder_heads: mix-modality decoder shape (hidden size = stage 1's).
@@ -74,7 +78,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
             instead of the ID table alone.
         alpha: weight of the content-aware contrastive loss.
         temperature: τ of the contrastive loss.
-        use_content_stream, use_decoder, use_contrastive: ablation switches.
+        use_decoder, use_contrastive: ablation switches.
         compile: ``torch.compile`` the encoders, decoder and fusion.
         protocol, optimizer, scheduler: as in stage 1.
     """
