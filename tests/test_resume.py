@@ -1,6 +1,7 @@
 """A killed fit resumed with ``--ckpt_path last`` ends where an uninterrupted run ends."""
 
 import csv
+import itertools
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import lightning as L
 import pytest
 import yaml
 
+from sicsrec.data import SequenceDataModule
 from tests.conftest import REPO
 
 STEPS_PER_EPOCH_AT_LEAST = 4
@@ -139,10 +141,6 @@ def test_every_epoch_is_validated_once_at_its_end_though_its_number_of_batches_c
     """Length-grouped batches are reshuffled every epoch, so the number of batches changes; a
     loader Lightning built once validated in the wrong place (early, or not at all) in the epochs
     whose count differed from the first epoch's."""
-    import itertools
-
-    from sicsrec.data import SequenceDataModule
-
     L.seed_everything(1)
     dm = SequenceDataModule(root=str(generated), max_len=10, batch_size=100)
     dm.setup("fit")
