@@ -9,8 +9,8 @@ from torchmetrics import Metric
 
 from sicsrec.ranking import DEFAULT_KS, Protocol, metrics_from_ranks, target_ranks
 
-__all__ = ["DEFAULT_KS", "Protocol", "RankingMetrics", "evaluate", "metrics_from_ranks", "popularity_scorer",
-           "target_ranks"]
+__all__ = ["DEFAULT_KS", "Protocol", "RankingMetrics", "evaluate", "last_item_scorer", "metrics_from_ranks",
+           "popularity_scorer", "target_ranks"]
 
 
 class RankingMetrics(Metric):
@@ -61,3 +61,17 @@ def popularity_scorer(item_counts: torch.Tensor):
     """The most-popular baseline: every user gets the training interaction counts as scores."""
     counts = item_counts.float()
     return lambda batch: counts.expand(batch["target"].shape[0], -1)
+
+
+def last_item_scorer(transitions: torch.Tensor, item_counts: torch.Tensor):
+    """The last-item baseline: how often each item followed the user's last item in training
+    (``transitions[a, b]``), ties broken by popularity. A model that only looks at the last item
+    can do no better than this on data whose signal is first-order."""
+    tie_break = item_counts.float() / (item_counts.max().float() + 1.0)
+
+    def score(batch):
+        inputs = batch["input"]
+        last = inputs[torch.arange(len(inputs)), (inputs > 0).sum(1).clamp(min=1) - 1]
+        return transitions[last] + tie_break
+
+    return score

@@ -46,71 +46,115 @@ def tiny_folder(tmp_path: Path, root: Path) -> Path:
     return out
 
 
-def test_run_chains_all_steps_per_seed_then_skips_what_is_up_to_date(tmp_path, generated, capsys, monkeypatch):
+def test_run_chains_every_real_step_and_then_skips_them(tmp_path, generated, capsys, monkeypatch):
+    """Each step as a user would run it, in its own process: pairs → align → features → stage 1 → stage 2."""
     monkeypatch.chdir(tmp_path)
     folder = tiny_folder(tmp_path, generated)
-    results = Chain(folder).run([1, 2])
+    results = Chain(folder).run([1])
+    runs = tmp_path / "runs"
+    assert results == [runs / "stage1" / "seed1" / "metrics.json", runs / "stage2" / "seed1" / "metrics.json"]
+    for path, key in zip(results, ("test/id/ndcg@10", "test/ndcg@10")):
+        report = json.loads(path.read_text())
+        assert report["seed"] == 1 and key in report, report
+    stage2 = yaml.safe_load((runs / "stage2" / "seed1" / "stage2.run.yaml").read_text())
+    assert stage2["model"]["init_args"]["stage1_checkpoint"] == str(runs / "stage1" / "seed1" / "checkpoints" / "best.ckpt")
+    capsys.readouterr()
+    mtimes = {p: p.stat().st_mtime for p in results}
+    Chain(folder).run([1])  # nothing changed: nothing runs
+    assert capsys.readouterr().out.count("up to date") == 3 + 2
+    assert all(p.stat().st_mtime == t for p, t in mtimes.items())
+
+
+FAKE = '''#!{python}
+"""Stands in for `python -m sicsrec.cli STEP --config C`: writes the outputs the step writes (a stage
+writes the seed it ran with into metrics.json) and logs the call. With {log}.kill present, the
+first stage-1 fit is "killed" after writing last.ckpt."""
+import json, sys, yaml
+from pathlib import Path
+args = sys.argv[3:]
+Path("{log}").open("a").write(" ".join(args) + "\\n")
+cfg = yaml.safe_load(Path(args[args.index("--config") + 1]).read_text())
+if args[0] in ("pairs", "features"):
+    Path(cfg["out"]).mkdir(parents=True, exist_ok=True)
+    (Path(cfg["out"]) / (args[0] + (".jsonl" if args[0] == "pairs" else ".json"))).write_text("x")
+    sys.exit(0)
+if args[0] != "fit":
+    sys.exit(0)
+if cfg["model"]["class_path"].endswith("AlignModule"):
+    out = Path(cfg["trainer"]["callbacks"][0]["init_args"]["dirpath"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "best.ckpt").write_text("x")
+    sys.exit(0)
+csv = cfg["trainer"]["logger"][0]["init_args"]
+run = Path(csv["save_dir"]) / csv["name"] / csv["version"]
+(run / "checkpoints").mkdir(parents=True, exist_ok=True)
+(run / "checkpoints" / "last.ckpt").write_text("x")
+if csv["name"] == "stage1" and "--ckpt_path" not in args and Path("{log}.kill").exists():
+    Path("{log}.kill").unlink()
+    sys.exit(137)
+(run / "checkpoints" / "best.ckpt").write_text("x")
+(run / "metrics.json").write_text(json.dumps({{"seed": cfg["seed_everything"]}}))
+'''
+
+
+def fake_python(tmp_path: Path, kill_first_stage1: bool = False) -> tuple[str, Path]:
+    import sys
+
+    log = tmp_path / "calls.log"
+    fake = tmp_path / "fakepython"
+    fake.write_text(FAKE.format(python=sys.executable, log=log))
+    fake.chmod(0o755)
+    if kill_first_stage1:
+        Path(f"{log}.kill").write_text("")
+    return str(fake), log
+
+
+def test_run_chains_seeds_skips_what_is_up_to_date_and_reruns_what_changed(tmp_path, generated, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tiny_folder(tmp_path, generated)
+    python, log = fake_python(tmp_path)
+    results = Chain(folder, python=python).run([1, 2])
     runs = tmp_path / "runs"
     assert results == [runs / "stage1" / "seed1" / "metrics.json", runs / "stage2" / "seed1" / "metrics.json",
                        runs / "stage1" / "seed2" / "metrics.json", runs / "stage2" / "seed2" / "metrics.json"]
     for path in results:
-        report = json.loads(path.read_text())
-        assert report["seed"] == int(path.parent.name[-1]) and "test/ndcg@10" in report or "test/id/ndcg@10" in report
+        assert json.loads(path.read_text())["seed"] == int(path.parent.name[-1])  # each seed's own run
     stage2 = yaml.safe_load((runs / "stage2" / "seed2" / "stage2.run.yaml").read_text())
     assert stage2["model"]["init_args"]["stage1_checkpoint"] == str(runs / "stage1" / "seed2" / "checkpoints" / "best.ckpt")
+    assert len(log.read_text().splitlines()) == 3 + 4
     capsys.readouterr()
 
     # nothing changed: nothing runs
-    mtimes = {p: p.stat().st_mtime for p in results}
-    Chain(folder).run([1, 2])
+    Chain(folder, python=python).run([1, 2])
     assert capsys.readouterr().out.count("up to date") == 3 + 4
-    assert all(p.stat().st_mtime == t for p, t in mtimes.items())
+    assert len(log.read_text().splitlines()) == 3 + 4
 
     # a stage-2 ablation reruns stage 2 only, into its own folders
-    Chain(folder, variant="no_decoder", stage2=["model.init_args.use_decoder=false"]).run([1])
+    Chain(folder, variant="no_decoder", stage2=["model.init_args.use_decoder=false"], python=python).run([1])
     out = capsys.readouterr().out
     assert "stage1 seed 1: up to date" in out and "stage2 seed 1: up to date" not in out
     assert (runs / "stage2" / "no_decoder-seed1" / "metrics.json").is_file()
     ablation = yaml.safe_load((runs / "stage2" / "no_decoder-seed1" / "stage2.run.yaml").read_text())
     assert ablation["model"]["init_args"]["use_decoder"] is False
 
-    # a changed upstream config reruns it and everything after it
+    # a changed upstream config reruns it and everything after it: a new stage 1 means a new stage 2
     features = yaml.safe_load((folder / "features.yaml").read_text())
     features["batch_size"] = 64
     (folder / "features.yaml").write_text(yaml.safe_dump(features))
-    Chain(folder).run([1], until="stage1")
+    calls = len(log.read_text().splitlines())
+    Chain(folder, python=python).run([1])
     out = capsys.readouterr().out
     assert "pairs: up to date" in out and "align: up to date" in out
-    assert "features: " in out and "features: up to date" not in out
-    assert "stage1 seed 1: up to date" not in out
-    assert (runs / "stage1" / "seed1" / STAMP).is_file()
-
-
-FAKE = '''#!{python}
-"""Stands in for `python -m sicsrec.cli fit --config C`: the first stage-1 call is "killed" after
-writing last.ckpt; later calls write the outputs a finished fit writes."""
-import sys, yaml
-from pathlib import Path
-args = sys.argv[3:]
-Path("{log}").open("a").write(" ".join(args) + "\\n")
-if args[0] != "fit":
-    sys.exit(0)
-cfg = yaml.safe_load(Path(args[args.index("--config") + 1]).read_text())
-csv = cfg["trainer"]["logger"][0]["init_args"]
-run = Path(csv["save_dir"]) / csv["name"] / csv["version"]
-(run / "checkpoints").mkdir(parents=True, exist_ok=True)
-(run / "checkpoints" / "last.ckpt").write_text("x")
-if csv["name"] == "stage1" and "--ckpt_path" not in args and not Path("{log}.killed").exists():
-    Path("{log}.killed").write_text("")
-    sys.exit(137)
-(run / "checkpoints" / "best.ckpt").write_text("x")
-(run / "metrics.json").write_text("{{}}")
-'''
+    assert [c.split()[0] for c in log.read_text().splitlines()[calls:]] == ["features", "fit", "fit"]
+    assert "stage1 seed 1: up to date" not in out and "stage2 seed 1: up to date" not in out
+    # and a changed stage-1 config alone reruns stage 1 and stage 2
+    calls = len(log.read_text().splitlines())
+    Chain(folder, stage1=["model.init_args.alpha1=0.5"], python=python).run([1])
+    assert len(log.read_text().splitlines()[calls:]) == 2
+    assert "stage2 seed 1: up to date" not in capsys.readouterr().out
 
 
 def test_a_killed_stage_is_resumed_from_its_last_checkpoint_when_run_again(tmp_path, generated, monkeypatch):
-    import sys
-
     import pytest
 
     monkeypatch.chdir(tmp_path)
@@ -119,11 +163,8 @@ def test_a_killed_stage_is_resumed_from_its_last_checkpoint_when_run_again(tmp_p
     for out in (runs / "pairs" / "pairs.jsonl", runs / "align" / "best.ckpt", runs / "features" / "features.json"):
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("x")
-    log = tmp_path / "calls.log"
-    fake = tmp_path / "fakepython"
-    fake.write_text(FAKE.format(python=sys.executable, log=log))
-    fake.chmod(0o755)
-    chain = Chain(folder, python=str(fake))
+    python, log = fake_python(tmp_path, kill_first_stage1=True)
+    chain = Chain(folder, python=python)
     with pytest.raises(SystemExit, match="stage1 seed 1 failed"):
         chain.run([1], start="stage1")
     chain.run([1], start="stage1")

@@ -44,8 +44,18 @@ def test_print_config_round_trips_and_fit_uses_linked_values(tmp_path, capsys, g
     assert hparams["num_items"] == 120 and hparams["max_len"] == 20
     for key in ("test/ndcg@10", "test/hr@5", "test/mrr", "seed", "data_key", "versions", "git_commit"):
         assert key in report
-    assert 0.0 <= report["test/ndcg@10"] <= 1.0
     assert report["seed"] == 2024 and report["epochs"] == 2
+    # the reported numbers are the best checkpoint's, recomputed here outside Lightning
+    from sicsrec.data import SequenceDataModule
+    from sicsrec.evaluation import evaluate
+    from sicsrec.modules import Stage1Module
+
+    model = Stage1Module.load_from_checkpoint(report["best_checkpoint"], weights_only=True).eval()
+    dm = SequenceDataModule(str(generated), max_len=20)
+    dm.setup("test")
+    again = evaluate(model.score, dm.test_dataloader())
+    assert report["test/ndcg@10"] == pytest.approx(again["ndcg@10"], abs=1e-6)
+    assert report["test/hr@5"] == pytest.approx(again["hr@5"], abs=1e-6)
 
 
 def test_num_items_contradicting_the_data_is_an_error_not_silently_overridden(tmp_path, capsys, generated):
@@ -73,9 +83,16 @@ def test_data_generate_prepare_stats(tmp_path, capsys):
     assert (out / "Gen_item.csv").is_file() and len(list((out / "Gen_cover").glob("*.jpg"))) == 20
     main(["data", "prepare", "--root", str(out)])
     text = capsys.readouterr().out
-    assert "users" in text and "50" in text
+    interactions = len((out / "Gen_pair.csv").read_text().splitlines())
+    assert stats_lines(text)["users"] == "50", text
     main(["data", "stats", "--root", str(out)])
-    assert "interactions" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert stats_lines(text)["users"] == "50" and stats_lines(text)["interactions"] == f"{interactions:,}", text
+
+
+def stats_lines(text: str) -> dict[str, str]:
+    """``  name  value`` lines of a statistics printout."""
+    return dict(line.split(None, 1) for line in text.splitlines() if line.startswith("  ") and line.split())
 
 
 def test_bad_data_is_one_clear_line_not_a_traceback(tmp_path, capsys):
@@ -107,6 +124,26 @@ def test_predict_writes_top_k_in_original_ids_without_seen_items(tmp_path, capsy
         assert len(r["items"]) == 5 and r["scores"] == sorted(r["scores"], reverse=True)
         assert all(i.startswith("v") for i in r["items"])  # original ids, not internal ones
         assert not set(r["items"]) & set(history[r["user"]])
+    # each row is the model's own top 5 for the user's whole sequence (its last max_len = 20 items),
+    # rebuilt here from the raw file
+    import torch
+
+    from sicsrec.data import prepare
+    from sicsrec.data.batching import pad
+    from sicsrec.modules import Stage1Module
+
+    model = Stage1Module.load_from_checkpoint(ckpt, weights_only=True).eval()
+    item_ids = prepare(generated).item_ids
+    internal = {item: i + 1 for i, item in enumerate(item_ids)}
+    users = sorted(history)[:100]
+    inputs = pad([[internal[i] for i in history[u][-20:]] for u in users])
+    with torch.no_grad():
+        scores = model.score({"input": inputs})
+    for user, row in zip(users, scores):
+        row[0] = float("-inf")
+        row[[internal[i] for i in history[user]]] = float("-inf")
+        expected = [item_ids[i - 1] for i in row.topk(5).indices.tolist()]
+        assert next(r for r in rows if r["user"] == user)["items"] == expected, user
 
 
 def test_data_root_points_a_config_at_another_folder(capsys):

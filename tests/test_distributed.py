@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import yaml
 
 from sicsrec.data.batching import LengthGroupedBatchSampler
 from sicsrec.nn.losses import content_contrastive, info_nce
+from tests.conftest import one_thread
 
 TINY = {"hidden_size": 16, "inner_size": 16, "num_layers": 1, "dropout": 0.1, "attn_dropout": 0.1}
 
@@ -22,6 +24,23 @@ def test_every_rank_gets_as_many_batches_and_together_they_cover_every_sample():
         shards = [LengthGroupedBatchSampler.shard(batches, world, r) for r in range(world)]
         assert len({len(s) for s in shards}) == 1
         assert {int(b[0]) for s in shards for b in s} == set(range(7))
+
+
+def test_a_distributed_sampler_injected_by_lightning_is_refused():
+    from types import SimpleNamespace
+
+    from sicsrec.data.datamodule import SequenceDataModule, check_self_sharding
+    from sicsrec.errors import ConfigError
+
+    dm = SequenceDataModule("unused")
+    for world, injects, refused in ((1, True, False), (2, False, False), (2, True, True)):
+        dm.trainer = SimpleNamespace(world_size=world,
+                                     _accelerator_connector=SimpleNamespace(use_distributed_sampler=injects))
+        if refused:
+            with pytest.raises(ConfigError, match="use_distributed_sampler: false"):
+                check_self_sharding(dm)
+        else:
+            check_self_sharding(dm)
 
 
 # ---- (b) the gathered contrastive losses equal one process on the global batch ----------------
@@ -128,25 +147,34 @@ def test_stage1_and_stage2_train_on_two_processes_and_metrics_equal_one_process(
     stage2 = {"class_path": "sicsrec.modules.Stage2Module",
               "init_args": {"stage1_checkpoint": str(tmp_path / "s1" / "best.ckpt"), "dropout": 0.1,
                             "attn_dropout": 0.1}}
-    sicsrec("fit", "--config", str(config(tmp_path, "s2", stage2, data, 2)), "--test_after_fit", "false",
-            cwd=tmp_path)
+    # trained on two processes, then its best checkpoint tested on the same two (after fit)
+    sicsrec("fit", "--config", str(config(tmp_path, "s2", stage2, data, 2)), cwd=tmp_path)
 
+    from sicsrec.cli import main
+
+    def run(devices, *args):  # one process: here; two: in their own processes, as a cluster runs them
+        if devices == 2:
+            return sicsrec(*args, cwd=tmp_path)
+        with one_thread():  # as the subprocesses (OMP_NUM_THREADS=1): the same arithmetic
+            main(list(args))
+
+    run(1, "test", "--config", str(config(tmp_path, "test1", stage2, data, 1)),
+        "--ckpt_path", str(tmp_path / "s2" / "best.ckpt"))
     results = {}
-    for devices in (1, 2):
-        name = f"test{devices}"
-        sicsrec("test", "--config", str(config(tmp_path, name, stage2, data, devices)),
-                "--ckpt_path", str(tmp_path / "s2" / "best.ckpt"), cwd=tmp_path)
+    for devices, name in ((1, "test1"), (2, "s2")):
         found = list((tmp_path / "runs" / name).glob("version_*/metrics.json"))
         assert len(found) == 1
-        results[devices] = {k: v for k, v in json.loads(found[0].read_text()).items() if k.startswith("test/")}
+        report = json.loads(found[0].read_text())
+        results[devices] = {k: v for k, v in report.items() if k.startswith("test/")}
+    assert report["best_checkpoint"] == str(tmp_path / "s2" / "best.ckpt")
     assert set(results[1]) >= {"test/hr@10", "test/ndcg@10", "test/mrr"}
     assert results[1] == results[2]  # exactly: every user counted once, none twice
 
     predictions = {}
     for devices in (1, 2):
         out = tmp_path / f"pred{devices}.jsonl"
-        sicsrec("predict", "--config", str(config(tmp_path, f"predict{devices}", stage2, data, devices)),
-                "--ckpt_path", str(tmp_path / "s2" / "best.ckpt"), "--predictions.path", str(out), cwd=tmp_path)
+        run(devices, "predict", "--config", str(config(tmp_path, f"predict{devices}", stage2, data, devices)),
+            "--ckpt_path", str(tmp_path / "s2" / "best.ckpt"), "--predictions.path", str(out))
         predictions[devices] = out.read_text().splitlines()
     assert len(predictions[1]) == 600  # one row per user, none repeated by the padding
     assert predictions[1] == predictions[2]
@@ -179,9 +207,18 @@ def test_alignment_trains_on_two_processes(generated, tmp_path):
     from sicsrec.data.datamodule import AlignDataModule
 
     rows = list(csv.DictReader(open(tmp_path / "runs" / "align" / "version_0" / "metrics.csv")))
-    assert rows[-1]["valid/t2i_recall@10"]
     # each rank trained on its half of the pairs: half as many steps as one process takes
     dm = AlignDataModule(str(generated), str(tmp_path / "pairs" / "pairs.jsonl"), batch_size=32, seed=1)
+    # the recall logged under DDP is the saved model's, recomputed here on one process
+    import lightning as L
+
+    from sicsrec.modules.align import AlignModule
+
+    model = AlignModule.load_from_checkpoint(tmp_path / "align" / "best.ckpt", weights_only=True)
+    again = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).validate(
+        model, AlignDataModule(str(generated), str(tmp_path / "pairs" / "pairs.jsonl"), batch_size=32, seed=1),
+        verbose=False)[0]
+    assert float(rows[-1]["valid/t2i_recall@10"]) == pytest.approx(again["valid/t2i_recall@10"], abs=1e-6)
     dm.setup("fit")
     per_rank = -(-len(dm.train_pairs) // 2)
     assert int(rows[-1]["step"]) + 1 == per_rank // 32  # the step column counts from 0

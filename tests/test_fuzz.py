@@ -71,6 +71,45 @@ def reference_parse(root, min_seq_len=3):
     return ids, [r[2] for r in items], kept, len(sequences) - len(kept)
 
 
+def harmless(root, rng: random.Random) -> None:
+    """Changes that leave the data valid: interactions in another order (timestamps decide), and a
+    letter changed inside an English title (free text)."""
+    pair = root / "Gen_pair.csv"
+    lines = pair.read_bytes().splitlines(keepends=True)
+    rng.shuffle(lines)
+    pair.write_bytes(b"".join(lines))
+    items = root / "Gen_item.csv"
+    lines = items.read_bytes().splitlines(keepends=True)
+    k = rng.randrange(len(lines))
+    line = bytearray(lines[k])
+    start = line.rindex(b",") + 1  # the English title: letters and spaces only
+    pos = rng.randrange(start, len(line.rstrip(b"\r\n")))
+    line[pos] = rng.choice(b"abcdefghijklmnopqrstuvwxyz")
+    lines[k] = bytes(line)
+    items.write_bytes(b"".join(lines))
+
+
+def check_against_reference(root, cache) -> None:
+    data = prepare(root, cache_dir=cache)
+    ids, titles, sequences, dropped = reference_parse(root)
+    assert data.item_ids == ids and data.titles["en"] == titles
+    assert dict(zip(data.user_ids, ([data.item_ids[i - 1] for i in data.sequence(u)]
+                                    for u in range(data.num_users)))) == sequences
+    assert data.stats["dropped_users_too_short"] == dropped
+
+
+@pytest.mark.parametrize("trial", range(4))
+def test_untouched_and_harmlessly_changed_data_prepares(pristine, tmp_path, capsys, trial):
+    """The other half of the fuzz test: a prepare that refused everything would pass that one."""
+    root = tmp_path / "Gen"
+    shutil.copytree(pristine, root)
+    if trial:
+        harmless(root, random.Random(trial))
+    main(["data", "prepare", "--root", str(root), "--cache_dir", str(tmp_path / "cache")])
+    assert "users" in capsys.readouterr().out
+    check_against_reference(root, tmp_path / "cache")
+
+
 @pytest.mark.parametrize("trial", range(TRIALS))
 def test_prepare_on_corrupted_data(pristine, tmp_path, capsys, trial):
     rng = random.Random(trial)
@@ -88,9 +127,4 @@ def test_prepare_on_corrupted_data(pristine, tmp_path, capsys, trial):
         if line is not None and caught.value.path.endswith(name) and caught.value.line is not None:
             assert caught.value.line == line, (name, line, str(caught.value))
         return
-    data = prepare(root, cache_dir=tmp_path / "cache")
-    ids, titles, sequences, dropped = reference_parse(root)
-    assert data.item_ids == ids and data.titles["en"] == titles
-    assert dict(zip(data.user_ids, ([data.item_ids[i - 1] for i in data.sequence(u)]
-                                    for u in range(data.num_users)))) == sequences
-    assert data.stats["dropped_users_too_short"] == dropped
+    check_against_reference(root, tmp_path / "cache")

@@ -55,24 +55,24 @@ def recbole_prefixes(seq, max_len):
     return [(tuple(seq[max(0, i - max_len): i]), seq[i]) for i in range(1, len(seq))]
 
 
-def test_all_positions_trains_every_target_once_with_bounded_context():
+def test_all_positions_trains_every_target_once_on_a_suffix_of_its_own_prefix():
     rng = np.random.default_rng(0)
-    parts = [rng.integers(1, 50, size=n) for n in (1, 2, 5, 12, 31, 64)]
-    max_len = 8
-    samples = training_samples(parts, max_len, "all_positions", stride=3)
-    got = Counter()
-    for x, y in samples:
-        assert len(x) <= max_len
-        for pos in np.flatnonzero(y):
-            got[(tuple(x[: pos + 1][-max_len:]), int(y[pos]))] += 1
-    expected = Counter()
-    for s in parts:
-        for ctx, target in recbole_prefixes(list(s), max_len):
-            expected[(ctx, int(target))] += 1
-    # same number of targets; every target is trained with at least stride..max_len items of context
-    assert sum(got.values()) == sum(expected.values())
-    assert Counter(t for (_, t), n in got.items() for _ in range(n)) == \
-        Counter(t for (_, t), n in expected.items() for _ in range(n))
+    # distinct items within a sequence, so a target names its position
+    parts = [rng.permutation(np.arange(1, 100))[:n] for n in (1, 2, 5, 12, 31, 64)]
+    max_len, stride = 8, 3
+    for seq in parts:
+        position = {int(item): i for i, item in enumerate(seq)}
+        trained = Counter()
+        for x, y in training_samples([seq], max_len, "all_positions", stride=stride):
+            assert len(x) == len(y) <= max_len
+            for pos in np.flatnonzero(y):
+                i = position[int(y[pos])]
+                context = tuple(int(v) for v in x[: pos + 1])
+                # what the model sees for target seq[i]: the items just before it, never the target itself
+                assert context == tuple(int(v) for v in seq[i - pos - 1: i]), (list(seq), list(x), list(y))
+                assert len(context) >= min(i, max_len - stride + 1)  # a later window keeps max_len - stride of context
+                trained[i] += 1
+        assert trained == Counter(range(1, len(seq))), list(seq)  # every target exactly once
 
 
 def test_prefixes_reproduce_recbole_samples_exactly():

@@ -8,6 +8,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from sicsrec.data import SequenceDataModule
 from sicsrec.errors import ConfigError
 from sicsrec.modules import Stage1Module, Stage2Module
+from sicsrec.modules.stage2 import LORA_TARGETS
 from sicsrec.nn.content_encoder import ContentEncoder
 from sicsrec.nn.losses import content_contrastive
 
@@ -88,8 +89,17 @@ def test_lora_adds_under_five_percent_of_each_frozen_encoder(generated, features
     stage2 = Stage2Module(str(tmp_path / "s1.ckpt"))
     stage2.bind_features(dm)
     stage2.bind_data(dm.num_items, dm.max_len)
-    report = stage2.lora_report()
-    assert all(0 < r["share"] < 0.05 for r in report.values()), report
+    rank, targets = stage2.hparams.lora_rank, set(stage2.hparams.lora_targets or LORA_TARGETS)
+    for name in ("id_encoder", "content_encoder"):
+        # counted from the stage-1 model alone: rank × (in + out) for every targeted Linear
+        encoder = getattr(model, name)
+        expected = sum(rank * (m.in_features + m.out_features) for n, m in encoder.named_modules()
+                       if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in targets)
+        frozen = sum(p.numel() for p in encoder.parameters())
+        lora = sum(p.numel() for n, p in getattr(stage2.stage1, name).named_parameters() if "lora_" in n)
+        assert lora == expected > 0, (name, lora, expected)  # every targeted layer has its adapter
+        assert lora < 0.05 * frozen, (name, lora, frozen)
+        assert stage2.lora_report()[name] == {"lora": lora, "frozen": frozen, "share": lora / frozen}
 
 
 def test_stage2_checkpoint_holds_only_what_stage2_trained_and_rebuilds_exactly(generated, features, stage1_checkpoint,
@@ -200,3 +210,74 @@ def test_validating_the_starting_point_keeps_it_when_tuning_only_hurts(generated
     again = L.Trainer(logger=False, enable_progress_bar=False).test(
         Stage2Module(stage1_checkpoint, score_with_content=True), datamodule(generated, features), verbose=False)[0]
     assert tested == pytest.approx(again, abs=1e-6)
+
+
+def test_a_resumed_stage2_fit_does_not_validate_its_start_again(generated, features, stage1_checkpoint, tmp_path,
+                                                               monkeypatch):
+    from sicsrec.callbacks import ValidateStartingPoint
+
+    evaluations = []
+    original = Stage2Module.evaluate
+    monkeypatch.setattr(Stage2Module, "evaluate", lambda self, loader: evaluations.append(1) or original(self, loader))
+
+    def trainer(epochs):
+        ckpt = ModelCheckpoint(dirpath=tmp_path, monitor="valid/hr@10", mode="max", filename="best", save_last=True)
+        return L.Trainer(max_epochs=epochs, reload_dataloaders_every_n_epochs=1, logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         callbacks=[ValidateStartingPoint(), ckpt]), ckpt
+
+    L.seed_everything(0, verbose=False)
+    first, _ = trainer(1)
+    first.fit(Stage2Module(stage1_checkpoint, item_dropout=0.1), datamodule(generated, features))
+    assert len(evaluations) == 1
+    start = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=True)
+    start_best = start["callbacks"][next(k for k in start["callbacks"] if k.startswith("ModelCheckpoint"))]
+    resumed, ckpt = trainer(2)
+    resumed.fit(Stage2Module(stage1_checkpoint, item_dropout=0.1), datamodule(generated, features),
+                ckpt_path=str(tmp_path / "last.ckpt"))
+    assert len(evaluations) == 1  # the start was validated in the first run only
+    assert resumed.current_epoch == 2
+    assert float(ckpt.best_model_score) >= float(start_best["best_model_score"])  # the record carried over
+
+
+def test_a_stage2_checkpoint_refuses_another_stage1_file_under_the_same_path(generated, features, stage1_checkpoint,
+                                                                            tmp_path):
+    import shutil
+
+    stage1 = tmp_path / "stage1.ckpt"
+    shutil.copy(stage1_checkpoint, stage1)
+    L.seed_everything(0, verbose=False)
+    _, path = fit(Stage2Module(str(stage1)), datamodule(generated, features), tmp_path, epochs=1)
+    other = torch.load(stage1, map_location="cpu", weights_only=True)
+    other["state_dict"]["id_encoder.item_embedding.weight"] += 0.01  # another stage-1 model, same path
+    torch.save(other, stage1)
+    with pytest.raises(ConfigError, match="trained on a stage-1 checkpoint with sha256"):
+        L.Trainer(logger=False, enable_progress_bar=False).test(Stage2Module(str(stage1)),
+                                                                datamodule(generated, features), ckpt_path=path)
+
+
+def test_ninerec_protocol_masks_the_history_in_the_models_own_scores(generated, features, stage1_checkpoint):
+    from sicsrec.evaluation import metrics_from_ranks, target_ranks
+
+    tested = {}
+    for protocol in ("recbole", "ninerec"):
+        model = Stage1Module.load_from_checkpoint(stage1_checkpoint, weights_only=True, protocol=protocol)
+        tested[protocol] = L.Trainer(logger=False, enable_progress_bar=False).test(
+            model, datamodule(generated, features), verbose=False)[0]
+    dm = datamodule(generated, features)
+    dm.setup("test")
+    model.bind_features(dm)
+    model.eval()
+    ranks = {"id": [], "content": []}
+    with torch.no_grad():
+        for batch in dm.test_dataloader():
+            for view, scores in model.scores(batch).items():
+                for row, (target, history) in enumerate(zip(batch["target"].tolist(), batch["history"].tolist())):
+                    seen = [h for h in history if h not in (0, target)]
+                    scores[row, seen] = float("-inf")  # masked by hand, item by item
+                ranks[view].append(target_ranks(scores, batch["target"]))
+    for view in ("id", "content"):
+        expected = metrics_from_ranks(torch.cat(ranks[view]))
+        assert tested["ninerec"][f"test/{view}/ndcg@10"] == pytest.approx(expected["ndcg@10"], abs=1e-6)
+        assert tested["ninerec"][f"test/{view}/mrr"] == pytest.approx(expected["mrr"], abs=1e-6)
+        assert tested["ninerec"][f"test/{view}/mrr"] > tested["recbole"][f"test/{view}/mrr"]  # history was ranked

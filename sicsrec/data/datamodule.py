@@ -145,6 +145,16 @@ class SequenceDataModule(L.LightningDataModule):
         counts[0] = 0
         return torch.from_numpy(counts)
 
+    def train_transition_counts(self) -> torch.Tensor:
+        """(num_items + 1)² counts of item a followed directly by item b in the training parts: the
+        last-item (first-order Markov) baseline."""
+        pairs = [(s[:-1], s[1:]) for s in self.train_parts if len(s) > 1]
+        counts = torch.zeros(self.num_items + 1, self.num_items + 1)
+        if pairs:
+            a, b = (torch.from_numpy(np.concatenate(p)) for p in zip(*pairs))
+            counts.index_put_((a, b), torch.ones(len(a)), accumulate=True)
+        return counts
+
     def setup(self, stage: str | None = None) -> None:
         check_self_sharding(self)
         if stage in ("fit", None) and not hasattr(self, "train_set"):

@@ -6,6 +6,8 @@ popularity. A user's next item is drawn from the previous one by one of four rul
 
 * ``id_signal``    — one of the previous item's ``successors`` (random items, fixed per item):
   learnable from item IDs only, invisible to content;
+* ``skip_signal``  — one of the ``successors`` of the item *two* back: a signal that a model
+  looking only at the last item (a transition count) cannot see, but a sequence model can;
 * ``text_signal``  — an item of the category that follows the previous item's category in a
   fixed category cycle: visible in titles, and to IDs through co-occurrence;
 * ``image_signal`` — an item of the colour that follows the previous item's colour in a
@@ -48,15 +50,16 @@ COLOURS = [(220, 40, 40), (40, 170, 60), (40, 80, 220), (230, 200, 40), (160, 60
 
 def generate(out: str | Path, users: int = 2000, items: int = 300, seed: int = 0, name: str = "Gen",
              categories: int = 8, colours: int = 6, successors: int = 2, id_signal: float = 0.5,
-             text_signal: float = 0.25, image_signal: float = 0.15, mean_length: float = 8.0,
+             text_signal: float = 0.25, image_signal: float = 0.15, skip_signal: float = 0.0, mean_length: float = 8.0,
              max_length: int = 40, covers: Literal["signal", "noise", "none"] = "signal",
              cover_size: int = 24) -> Path:
     """Write a generated dataset to ``out`` and return the folder."""
-    if not 0 <= id_signal + text_signal + image_signal <= 1:
-        raise ValueError("id_signal + text_signal + image_signal must lie in [0, 1]")
+    if not 0 <= id_signal + text_signal + image_signal + skip_signal <= 1:
+        raise ValueError("id_signal + text_signal + image_signal + skip_signal must lie in [0, 1]")
     categories, colours = min(categories, len(CATEGORIES)), min(colours, len(COLOURS))
     params = dict(users=users, items=items, seed=seed, name=name, categories=categories, colours=colours,
                   successors=successors, id_signal=id_signal, text_signal=text_signal, image_signal=image_signal,
+                  skip_signal=skip_signal,
                   mean_length=mean_length, max_length=max_length, covers=covers, cover_size=cover_size)
     rng = np.random.default_rng(seed)
     out = Path(out)
@@ -91,6 +94,8 @@ def generate(out: str | Path, users: int = 2000, items: int = 300, seed: int = 0
                     nxt = pick(by_category[next_category[category[prev]]])
                 elif r < id_signal + text_signal + image_signal:
                     nxt = pick(by_colour[next_colour[colour[prev]]])
+                elif r < id_signal + text_signal + image_signal + skip_signal and len(seq) >= 2:
+                    nxt = int(rng.choice(successor[seq[-2]]))
                 else:
                     nxt = int(rng.choice(items, p=popularity))
                 seq.append(nxt)
