@@ -61,12 +61,16 @@ def main() -> None:
             pass_times.append(time.perf_counter() - t)
     assert result["users"] == n_users
 
-    print(f"machine: {platform.processor() or platform.machine()}, torch threads {args.threads}, "
-          f"torch {torch.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch threads {args.threads}, "
+        f"torch {torch.__version__}"
+    )
     print("| dataset | users | items | ranking users/s | whole test pass (s) |")
     print("|---|---:|---:|---:|---:|")
-    print(f"| {args.dataset} | {n_users:,} | {dm.num_items:,} | {n_users / min(rank_times):,.0f} | "
-          f"{min(pass_times):.2f} |")
+    print(
+        f"| {args.dataset} | {n_users:,} | {dm.num_items:,} | {n_users / min(rank_times):,.0f} | "
+        f"{min(pass_times):.2f} |"
+    )
 
 
 if __name__ == "__main__":

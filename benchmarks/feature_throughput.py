@@ -33,8 +33,10 @@ def main() -> None:
         root = generate(Path(tmp) / "Gen", users=200, items=args.items, seed=0, cover_size=256)
         data = prepare(root, cache_dir=tmp)
         rows = []
-        for name, enc, fn, bs in (("MiniLM-L6 (text)", TextEncoder(), text_item_features, 128),
-                                  ("EfficientNet-Lite0 (image)", ImageEncoder(), image_item_features, 64)):
+        for name, enc, fn, bs in (
+            ("MiniLM-L6 (text)", TextEncoder(), text_item_features, 128),
+            ("EfficientNet-Lite0 (image)", ImageEncoder(), image_item_features, 64),
+        ):
             start = time.perf_counter()
             fn(enc, data, batch_size=bs, cache_dir=tmp, progress=False)
             first = time.perf_counter() - start
@@ -42,8 +44,7 @@ def main() -> None:
             fn(enc, data, batch_size=bs, cache_dir=tmp, progress=False)
             hit = time.perf_counter() - start
             rows.append((name, enc.dim, args.items / first, hit))
-    print(f"machine: {platform.machine()}, torch threads {args.threads}, torch {torch.__version__}, "
-          f"{args.items} items")
+    print(f"machine: {platform.machine()}, torch threads {args.threads}, torch {torch.__version__}, {args.items} items")
     print("| encoder | dim | items/s | cache hit, same process (s) |\n|---|---:|---:|---:|")
     for name, dim, rate, hit in rows:
         print(f"| {name} | {dim} | {rate:,.0f} | {hit:.3f} |")

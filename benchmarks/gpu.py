@@ -47,6 +47,7 @@ FEATURE_DIM = 384  # MiniLM's
 
 # ---- data ------------------------------------------------------------------------------------
 
+
 def generated_sequences(users: int, items: int, mean_len: float, seed: int) -> list[np.ndarray]:
     """Users walk a ring of items with small random steps (+ a few random jumps)."""
     rng = np.random.default_rng(seed)
@@ -72,18 +73,24 @@ def export_movie(out: Path, root: Path) -> None:
     seqs = [data.sequence(u) for u in range(data.num_users)]
     out.mkdir(parents=True, exist_ok=True)
     offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])])
-    np.savez_compressed(out / "Bili_Movie.npz", items=np.concatenate(seqs), offsets=offsets,
-                        num_items=data.num_items)
-    print(f"{out / 'Bili_Movie.npz'}: {data.num_users:,} users, {data.num_items:,} items, "
-          f"{offsets[-1]:,} interactions")
+    np.savez_compressed(out / "Bili_Movie.npz", items=np.concatenate(seqs), offsets=offsets, num_items=data.num_items)
+    print(f"{out / 'Bili_Movie.npz'}: {data.num_users:,} users, {data.num_items:,} items, {offsets[-1]:,} interactions")
 
 
 # ---- one run ---------------------------------------------------------------------------------
 
+
 def train_and_test(seqs: list[np.ndarray], num_items: int, precision: str, args, device: torch.device) -> dict:
     torch.manual_seed(args.seed)
-    shape = dict(hidden_size=args.hidden, inner_size=args.hidden, num_layers=2, num_heads=2, dropout=0.5,
-                 attn_dropout=0.5, max_len=args.max_len)
+    shape = dict(
+        hidden_size=args.hidden,
+        inner_size=args.hidden,
+        num_layers=2,
+        num_heads=2,
+        dropout=0.5,
+        attn_dropout=0.5,
+        max_len=args.max_len,
+    )
     id_encoder = IDEncoder(num_items, **shape).to(device)
     content_encoder = ContentEncoder({"text": FEATURE_DIM}, **shape).to(device)
     features = torch.randn(num_items + 1, FEATURE_DIM, generator=torch.Generator().manual_seed(0)).to(device)
@@ -98,9 +105,14 @@ def train_and_test(seqs: list[np.ndarray], num_items: int, precision: str, args,
     samples = training_samples([s[:-2] for s in seqs], args.max_len)
     dataset = TrainingBatches(samples)
     sampler = LengthGroupedBatchSampler(dataset.lengths, args.batch_size, True, args.seed, dataset.sizes)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=as_batch,
-                                         num_workers=args.workers, pin_memory=device.type == "cuda",
-                                         persistent_workers=args.workers > 0)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=as_batch,
+        num_workers=args.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=args.workers > 0,
+    )
     targets_per_epoch = int(dataset.sizes.sum())
     cuda = device.type == "cuda"
     if cuda:
@@ -135,8 +147,9 @@ def train_and_test(seqs: list[np.ndarray], num_items: int, precision: str, args,
         wall = time.perf_counter() - started
         if prof is not None:
             prof.__exit__(None, None, None)
-            kernel_us = sum(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0))
-                            for e in prof.key_averages())
+            kernel_us = sum(
+                getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0)) for e in prof.key_averages()
+            )
             busy = kernel_us / 1e6 / wall
         return wall, waited / wall, busy
 
@@ -158,17 +171,23 @@ def train_and_test(seqs: list[np.ndarray], num_items: int, precision: str, args,
     with torch.no_grad(), autocast:
         table = content_encoder.item_vectors({"text": features}, {"text": present})
         for start in range(0, len(seqs), 2048):
-            part = seqs[start:start + 2048]
-            x = pad([s[:-1][-args.max_len:] for s in part]).to(device)
+            part = seqs[start : start + 2048]
+            x = pad([s[:-1][-args.max_len :] for s in part]).to(device)
             y = torch.tensor([int(s[-1]) for s in part], device=device)
             id_user = id_encoder(x, last_only=True)
             ranks["id"].append(target_ranks(item_scores(id_user, id_encoder.item_embedding.weight), y))
             content_user = content_encoder(x, table, last_only=True)
             ranks["content"].append(target_ranks(item_scores(content_user, table, "cosine", 0.05), y))
-    out = {"precision": precision, "seconds_per_epoch": seconds, "targets_per_second": targets_per_epoch / seconds,
-           "loader_share": float(np.mean(waits[1:] or waits)), "gpu_busy_share": busy,
-           "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan"),
-           "epochs": args.epochs, "batches_per_epoch": len(sampler)}
+    out = {
+        "precision": precision,
+        "seconds_per_epoch": seconds,
+        "targets_per_second": targets_per_epoch / seconds,
+        "loader_share": float(np.mean(waits[1:] or waits)),
+        "gpu_busy_share": busy,
+        "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan"),
+        "epochs": args.epochs,
+        "batches_per_epoch": len(sampler),
+    }
     for view, r in ranks.items():
         m = metrics_from_ranks(torch.cat(r).cpu())
         out[f"{view}_hr@10"], out[f"{view}_ndcg@10"] = m["hr@10"], m["ndcg@10"]
@@ -182,13 +201,15 @@ def train_and_test(seqs: list[np.ndarray], num_items: int, precision: str, args,
 
 # ---- main ------------------------------------------------------------------------------------
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="a tiny generated set, 2 epochs (CPU test)")
     parser.add_argument("--data", default="runs/gpu_data", help="folder with an exported Bili_Movie.npz")
     parser.add_argument("--export", help="write Bili_Movie.npz to this folder and exit (needs the full install)")
-    parser.add_argument("--movie-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" /
-                                                    "ninerec" / "Bili_Movie"))
+    parser.add_argument(
+        "--movie-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "ninerec" / "Bili_Movie")
+    )
     parser.add_argument("--precisions", default=",".join(PRECISIONS))
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=1024)
@@ -226,14 +247,18 @@ def main() -> None:
                 continue
             row = {"dataset": data_name, "device": name, **train_and_test(seqs, num_items, precision, args, device)}
             rows.append(row)
-    header = (f"{'dataset':<26} {'precision':<13} {'s/epoch':>8} {'targets/s':>10} {'peak GiB':>9} {'GPU busy':>9} "
-              f"{'loader':>7} {'ID HR@10':>9} {'ID NDCG@10':>11} {'content HR@10':>14} {'pop HR@10':>10}")
+    header = (
+        f"{'dataset':<26} {'precision':<13} {'s/epoch':>8} {'targets/s':>10} {'peak GiB':>9} {'GPU busy':>9} "
+        f"{'loader':>7} {'ID HR@10':>9} {'ID NDCG@10':>11} {'content HR@10':>14} {'pop HR@10':>10}"
+    )
     print(header)
     for r in rows:
-        print(f"{r['dataset']:<26} {r['precision']:<13} {r['seconds_per_epoch']:8.3f} {r['targets_per_second']:10,.0f} "
-              f"{r['peak_memory_gib']:9.2f} {r['gpu_busy_share']:9.0%} {r['loader_share']:7.0%} "
-              f"{100 * r['id_hr@10']:9.2f} {100 * r['id_ndcg@10']:11.2f} {100 * r['content_hr@10']:14.2f} "
-              f"{100 * r['popularity_hr@10']:10.2f}")
+        print(
+            f"{r['dataset']:<26} {r['precision']:<13} {r['seconds_per_epoch']:8.3f} {r['targets_per_second']:10,.0f} "
+            f"{r['peak_memory_gib']:9.2f} {r['gpu_busy_share']:9.0%} {r['loader_share']:7.0%} "
+            f"{100 * r['id_hr@10']:9.2f} {100 * r['id_ndcg@10']:11.2f} {100 * r['content_hr@10']:14.2f} "
+            f"{100 * r['popularity_hr@10']:10.2f}"
+        )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rows, indent=2))

@@ -29,7 +29,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 PEER = BENCH / ".peer"
 
-DRIVER = textwrap.dedent('''
+DRIVER = textwrap.dedent("""
     import json, sys, time
     import numpy as np
     for name, alias in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_)):
@@ -69,15 +69,25 @@ DRIVER = textwrap.dedent('''
     best_epoch = max(i for i, e in enumerate(epochs) if e.get("valid_hr10") == best_score)
     json.dump({"epochs": epochs, "best_epoch": best_epoch, "best_valid_hr10": float(best_score),
                "test": {k: float(v) for k, v in test_result.items()}}, open(out, "w"), indent=2)
-''')
+""")
 
 
 def recbole_python() -> Path:
     python = PEER / "venv" / "bin" / "python"
     if not python.exists():
         subprocess.run(["python3", "-m", "venv", str(PEER / "venv")], check=True)
-        subprocess.run([str(PEER / "venv" / "bin" / "pip"), "install", "-q", "recbole==1.2.1", "pandas==2.2.3",
-                        "numpy<2.5", "torch==2.14.1"], check=True)
+        subprocess.run(
+            [
+                str(PEER / "venv" / "bin" / "pip"),
+                "install",
+                "-q",
+                "recbole==1.2.1",
+                "pandas==2.2.3",
+                "numpy<2.5",
+                "torch==2.14.1",
+            ],
+            check=True,
+        )
     return python
 
 
@@ -103,19 +113,45 @@ def run_recbole(args, epochs: int | None = None, tag: str = "") -> dict:
         return json.loads(out.read_text())
     data_path = write_atomic_files(args.dataset, Path(args.data_root))
     config = {
-        "dataset": args.dataset, "data_path": str(data_path), "checkpoint_dir": str(PEER / "saved"),
-        "out": str(out) + ".tmp", "threads": args.threads,
-        "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
+        "dataset": args.dataset,
+        "data_path": str(data_path),
+        "checkpoint_dir": str(PEER / "saved"),
+        "out": str(out) + ".tmp",
+        "threads": args.threads,
+        "USER_ID_FIELD": "user_id",
+        "ITEM_ID_FIELD": "item_id",
+        "TIME_FIELD": "timestamp",
         "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
-        "MAX_ITEM_LIST_LENGTH": 50, "train_neg_sample_args": None,
+        "MAX_ITEM_LIST_LENGTH": 50,
+        "train_neg_sample_args": None,
         "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
-        "metrics": ["Hit", "NDCG", "MRR"], "topk": [5, 10, 20], "valid_metric": "Hit@10",
-        "hidden_size": args.hidden, "inner_size": 256, "n_layers": 2, "n_heads": 2,
-        "hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5, "hidden_act": "gelu", "layer_norm_eps": 1e-12,
-        "initializer_range": 0.02, "loss_type": "CE", "train_batch_size": 1024, "eval_batch_size": 2048,
-        "learning_rate": 0.001, "epochs": epochs or args.max_epochs, "stopping_step": 10, "eval_step": 1,
-        "seed": args.seed, "reproducibility": True, "use_gpu": False, "device": "cpu", "worker": 0,
-        "show_progress": False, "log_wandb": False, "state": "WARNING",
+        "metrics": ["Hit", "NDCG", "MRR"],
+        "topk": [5, 10, 20],
+        "valid_metric": "Hit@10",
+        "hidden_size": args.hidden,
+        "inner_size": 256,
+        "n_layers": 2,
+        "n_heads": 2,
+        "hidden_dropout_prob": 0.5,
+        "attn_dropout_prob": 0.5,
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-12,
+        "initializer_range": 0.02,
+        "loss_type": "CE",
+        "train_batch_size": 1024,
+        "eval_batch_size": 2048,
+        "learning_rate": 0.001,
+        "epochs": epochs or args.max_epochs,
+        "stopping_step": 10,
+        "eval_step": 1,
+        "seed": args.seed,
+        "reproducibility": True,
+        "use_gpu": False,
+        "device": "cpu",
+        "worker": 0,
+        "show_progress": False,
+        "log_wandb": False,
+        "state": "WARNING",
     }
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     subprocess.run([str(recbole_python()), "-c", DRIVER, json.dumps(config)], check=True, cwd=PEER, env=env)
@@ -156,19 +192,34 @@ def run_ours(args, target_ndcg: float) -> dict:
             self.epochs.append({"seconds": seconds, "test_ndcg10": ndcg})
 
     L.seed_everything(args.seed, verbose=False)
-    dm = SequenceDataModule(str(Path(args.data_root) / args.dataset), batch_size=1024, eval_batch_size=2048,
-                            seed=args.seed)
+    dm = SequenceDataModule(
+        str(Path(args.data_root) / args.dataset), batch_size=1024, eval_batch_size=2048, seed=args.seed
+    )
     model = Stage1Module(hidden_size=args.hidden, inner_size=256)
     clock = Clock()
-    ckpt = ModelCheckpoint(dirpath=PEER / "ours" / f"{args.dataset}_h{args.hidden}", monitor="valid/hr@10",
-                           mode="max", save_top_k=1, enable_version_counter=False)
-    trainer = L.Trainer(max_epochs=args.max_epochs, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0,
-                        callbacks=[EarlyStopping("valid/hr@10", mode="max", patience=10), ckpt, clock])
+    ckpt = ModelCheckpoint(
+        dirpath=PEER / "ours" / f"{args.dataset}_h{args.hidden}",
+        monitor="valid/hr@10",
+        mode="max",
+        save_top_k=1,
+        enable_version_counter=False,
+    )
+    trainer = L.Trainer(
+        max_epochs=args.max_epochs,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[EarlyStopping("valid/hr@10", mode="max", patience=10), ckpt, clock],
+    )
     trainer.fit(model, dm)
     test = trainer.test(model, dm, ckpt_path=ckpt.best_model_path, verbose=False)[0]
-    return {"epochs": clock.epochs, "reached_s": clock.reached, "test": test,
-            "best_epoch": int(Path(ckpt.best_model_path).stem.split("epoch=")[1].split("-")[0])}
+    return {
+        "epochs": clock.epochs,
+        "reached_s": clock.reached,
+        "test": test,
+        "best_epoch": int(Path(ckpt.best_model_path).stem.split("epoch=")[1].split("-")[0]),
+    }
 
 
 def main() -> None:
@@ -180,9 +231,13 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rerun-recbole", action="store_true")
-    parser.add_argument("--time-recbole-epochs", type=int, default=0,
-                        help="also time this many RecBole epochs on their own (on a quiet machine) and use "
-                             "that speed for RecBole's s/epoch and time to its best epoch")
+    parser.add_argument(
+        "--time-recbole-epochs",
+        type=int,
+        default=0,
+        help="also time this many RecBole epochs on their own (on a quiet machine) and use "
+        "that speed for RecBole's s/epoch and time to its best epoch",
+    )
     args = parser.parse_args()
 
     rb = run_recbole(args)
@@ -191,28 +246,38 @@ def main() -> None:
     if args.time_recbole_epochs:
         timing = run_recbole(args, args.time_recbole_epochs, tag=f"_timing{args.time_recbole_epochs}")
         speed = [e["train_s"] + e.get("valid_s", 0.0) for e in timing["epochs"]]
-        print(f"RecBole speed from a separate {len(speed)}-epoch run: {sum(speed) / len(speed):.1f} s/epoch "
-              f"(full run: {sum(rb_epoch_s) / len(rb_epoch_s):.1f} s/epoch)")
+        print(
+            f"RecBole speed from a separate {len(speed)}-epoch run: {sum(speed) / len(speed):.1f} s/epoch "
+            f"(full run: {sum(rb_epoch_s) / len(rb_epoch_s):.1f} s/epoch)"
+        )
         rb_epoch_s = [sum(speed) / len(speed)] * len(rb_epoch_s)
         rb_best_s = rb_epoch_s[0] * (rb["best_epoch"] + 1)
     target = rb["test"]["ndcg@10"]
     ours = run_ours(args, target)
     ours_epoch_s = [e["seconds"] for e in ours["epochs"]]
 
-    print(f"\n{args.dataset}, hidden {args.hidden}, seed {args.seed}; machine: {platform.machine()}, "
-          f"{os.cpu_count()} vCPUs, torch threads {args.threads}")
-    print("| implementation | s/epoch | epochs | best epoch | time to RecBole's best test NDCG@10 (s) "
-          "| test NDCG@10 | test HR@10 | test NDCG@5 | test HR@5 |")
+    print(
+        f"\n{args.dataset}, hidden {args.hidden}, seed {args.seed}; machine: {platform.machine()}, "
+        f"{os.cpu_count()} vCPUs, torch threads {args.threads}"
+    )
+    print(
+        "| implementation | s/epoch | epochs | best epoch | time to RecBole's best test NDCG@10 (s) "
+        "| test NDCG@10 | test HR@10 | test NDCG@5 | test HR@5 |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     t = rb["test"]
-    print(f"| RecBole 1.2.1 SASRec | {sum(rb_epoch_s) / len(rb_epoch_s):.1f} | {len(rb_epoch_s)} | "
-          f"{rb['best_epoch']} | {rb_best_s:.0f} | {t['ndcg@10']:.4f} | {t['hit@10']:.4f} | {t['ndcg@5']:.4f} | "
-          f"{t['hit@5']:.4f} |")
+    print(
+        f"| RecBole 1.2.1 SASRec | {sum(rb_epoch_s) / len(rb_epoch_s):.1f} | {len(rb_epoch_s)} | "
+        f"{rb['best_epoch']} | {rb_best_s:.0f} | {t['ndcg@10']:.4f} | {t['hit@10']:.4f} | {t['ndcg@5']:.4f} | "
+        f"{t['hit@5']:.4f} |"
+    )
     t = ours["test"]
     reached = "not reached" if ours["reached_s"] is None else f"{ours['reached_s']:.0f}"
-    print(f"| sicsrec Stage1Module (ID) | {sum(ours_epoch_s) / len(ours_epoch_s):.1f} | {len(ours_epoch_s)} | "
-          f"{ours['best_epoch']} | {reached} | {t['test/ndcg@10']:.4f} | {t['test/hr@10']:.4f} | "
-          f"{t['test/ndcg@5']:.4f} | {t['test/hr@5']:.4f} |")
+    print(
+        f"| sicsrec Stage1Module (ID) | {sum(ours_epoch_s) / len(ours_epoch_s):.1f} | {len(ours_epoch_s)} | "
+        f"{ours['best_epoch']} | {reached} | {t['test/ndcg@10']:.4f} | {t['test/hr@10']:.4f} | "
+        f"{t['test/ndcg@5']:.4f} | {t['test/hr@5']:.4f} |"
+    )
     if ours["reached_s"] is not None:
         print(f"speed-up to RecBole's quality: {rb_best_s / ours['reached_s']:.1f}×")
 

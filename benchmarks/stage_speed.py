@@ -58,9 +58,17 @@ def init_args(path: Path, section: str) -> dict:
 
 def run(module: L.LightningModule, data: SequenceDataModule, epochs: int) -> EpochClock:
     clock = EpochClock()
-    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[clock], accelerator="cpu",
-                        reload_dataloaders_every_n_epochs=1)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[clock],
+        accelerator="cpu",
+        reload_dataloaders_every_n_epochs=1,
+    )
     trainer.fit(module, data)
     return clock
 
@@ -104,8 +112,10 @@ def main() -> None:
         rows.append(("stage 2 (LoRA + decoder + fusion)", clock, targets))
         rss2 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    print(f"{args.dataset}, {args.epochs} epochs per stage (means leave out the first), torch threads "
-          f"{args.threads}, {platform.processor() or platform.machine()}, torch {torch.__version__}")
+    print(
+        f"{args.dataset}, {args.epochs} epochs per stage (means leave out the first), torch threads "
+        f"{args.threads}, {platform.processor() or platform.machine()}, torch {torch.__version__}"
+    )
     print("| stage | training s/epoch | validation s/pass | epoch total s | training targets/s | peak RSS MB |")
     print("|---|---:|---:|---:|---:|---:|")
     for (name, clock, targets), rss in zip(rows, (rss1, rss2)):

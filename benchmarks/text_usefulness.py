@@ -41,11 +41,13 @@ def main() -> None:
 
     data = prepare(Path(args.data_root) / args.dataset)
     seqs = [data.sequence(u) for u in range(data.num_users)]
-    queries = torch.tensor([int(s[-3]) for s in seqs])   # last training item
-    targets = torch.tensor([int(s[-2]) for s in seqs])   # validation item
+    queries = torch.tensor([int(s[-3]) for s in seqs])  # last training item
+    targets = torch.tensor([int(s[-2]) for s in seqs])  # validation item
     counts = np.bincount(np.concatenate([s[:-2] for s in seqs]), minlength=data.num_items + 1).astype(np.float32)
-    rows = [("chance", {"hr@10": 10 / data.num_items, "ndcg@10": float("nan")}),
-            ("popularity", evaluate(torch.from_numpy(counts).expand(len(seqs), -1), queries, targets))]
+    rows = [
+        ("chance", {"hr@10": 10 / data.num_items, "ndcg@10": float("nan")}),
+        ("popularity", evaluate(torch.from_numpy(counts).expand(len(seqs), -1), queries, targets)),
+    ]
 
     encoders = [("raw MiniLM", TextEncoder())]
     if args.align_checkpoint:
@@ -58,8 +60,10 @@ def main() -> None:
         table = torch.nn.functional.normalize(torch.from_numpy(np.array(feats.values)), dim=-1)
         rows.append((name, evaluate(table[queries] @ table.T, queries, targets)))
 
-    print(f"{args.dataset} ({args.text_column} titles), {len(seqs):,} users, {data.num_items:,} items: "
-          "rank all items by similarity to the last training item; target = validation item")
+    print(
+        f"{args.dataset} ({args.text_column} titles), {len(seqs):,} users, {data.num_items:,} items: "
+        "rank all items by similarity to the last training item; target = validation item"
+    )
     print("| features | recall@10 | NDCG@10 |\n|---|---:|---:|")
     for name, m in rows:
         print(f"| {name} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} |")

@@ -55,8 +55,17 @@ class PredictionWriter(L.Callback):
             path = Path(trainer.log_dir or trainer.default_root_dir) / path
         with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
             for user, items, values in sorted(self.rows):
-                f.write(json.dumps({"user": data.user_ids[user], "items": [data.item_ids[i - 1] for i in items],
-                                    "scores": [round(v, 6) for v in values]}, ensure_ascii=False) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "user": data.user_ids[user],
+                            "items": [data.item_ids[i - 1] for i in items],
+                            "scores": [round(v, 6) for v in values],
+                        },
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
         print(f"predictions for {len(self.rows)} users written to {path}")
 
 
@@ -77,9 +86,17 @@ class ResumeRandomState(L.Callback):
 
         kind, keys, pos, has_gauss, gauss = np.random.get_state()
         # plain tensors and numbers only: checkpoints stay loadable with weights_only=True
-        state = {"python": random.getstate(), "torch": torch.get_rng_state(),
-                 "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                           "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+        state = {
+            "python": random.getstate(),
+            "torch": torch.get_rng_state(),
+            "numpy": {
+                "kind": kind,
+                "keys": torch.from_numpy(keys.astype(np.int64)),
+                "pos": int(pos),
+                "has_gauss": int(has_gauss),
+                "gauss": float(gauss),
+            },
+        }
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
@@ -139,7 +156,9 @@ class KeepMetricsOnResume(L.Callback):
 
     def on_load_checkpoint(self, trainer, module, checkpoint: dict) -> None:
         epoch, step = checkpoint.get("epoch", 0), checkpoint.get("global_step", 0)
-        self._put_back(trainer, lambda r: int(float(r.get("epoch", 0))) <= epoch and int(float(r.get("step", 0))) <= step)
+        self._put_back(
+            trainer, lambda r: int(float(r.get("epoch", 0))) <= epoch and int(float(r.get("step", 0))) <= step
+        )
 
     def on_fit_start(self, trainer, module) -> None:
         self._rows = {}  # a fresh fit: the old rows belonged to an earlier run

@@ -58,8 +58,14 @@ class Chain:
     """The steps of one config folder. ``variant`` names a set of overrides (an ablation): the
     stages it changes run into ``<stage>/<variant>-seed<N>``, never over the full model's."""
 
-    def __init__(self, folder: str | Path, variant: str = "", stage1: list[str] | None = None,
-                 stage2: list[str] | None = None, python: str = sys.executable):
+    def __init__(
+        self,
+        folder: str | Path,
+        variant: str = "",
+        stage1: list[str] | None = None,
+        stage2: list[str] | None = None,
+        python: str = sys.executable,
+    ):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise ConfigError(f"{self.folder}: not a config folder (expected pairs.yaml … stage2.yaml in it)")
@@ -104,12 +110,14 @@ class Chain:
                 logger["init_args"]["version"] = self.version(step, seed)
             elif logger["class_path"].endswith("WandbLogger"):
                 name = logger["init_args"].get("name") or step
-                logger["init_args"].update(name=f"{name}-{self.version(step, seed)}",
-                                           save_dir=str(self.run_dir(step, seed)))
+                logger["init_args"].update(
+                    name=f"{name}-{self.version(step, seed)}", save_dir=str(self.run_dir(step, seed))
+                )
         config["data"]["init_args"]["features"] = str(self.features_file())
         if step == "stage2":
-            config["model"]["init_args"]["stage1_checkpoint"] = str(self.run_dir("stage1", seed) /
-                                                                    "checkpoints" / "best.ckpt")
+            config["model"]["init_args"]["stage1_checkpoint"] = str(
+                self.run_dir("stage1", seed) / "checkpoints" / "best.ckpt"
+            )
         for key, value in self.overrides[step]:
             _set(config, key, value)
         return config
@@ -136,8 +144,10 @@ class Chain:
         print(f"[sicsrec run] {name}: {' '.join(command)}", flush=True)
         done = subprocess.run([self.python, "-m", "sicsrec.cli", *command], env={**os.environ})
         if done.returncode != 0:
-            raise SystemExit(f"sicsrec run: step {name} failed (exit {done.returncode}); fix it and run again "
-                             "(finished steps are kept)")
+            raise SystemExit(
+                f"sicsrec run: step {name} failed (exit {done.returncode}); fix it and run again "
+                "(finished steps are kept)"
+            )
         missing = [str(p) for p in outputs if not p.exists()]
         if missing:
             raise SystemExit(f"sicsrec run: step {name} finished but did not write {missing}")
@@ -154,7 +164,9 @@ class Chain:
         stamps: dict[str, str] = {}
         for step in ("pairs", "align", "features")[: last + 1]:
             if STEPS.index(step) < STEPS.index(start):
-                out = {"pairs": self.pairs_file(), "align": self.align_checkpoint(), "features": self.features_file()}[step]
+                out = {"pairs": self.pairs_file(), "align": self.align_checkpoint(), "features": self.features_file()}[
+                    step
+                ]
                 if not out.exists():
                     raise ConfigError(f"--start {start}: {out} (the output of {step}) does not exist")
                 stamps[step] = _digest(step, "as found", out.stat().st_mtime)
@@ -164,8 +176,11 @@ class Chain:
             upstream = [stamps[s] for s in STEPS[: STEPS.index(step)] if s in stamps]
             stamps[step] = _digest(step, path.read_text(), upstream)
             out = {"pairs": self.pairs_file(), "align": self.align_checkpoint(), "features": self.features_file()}[step]
-            command = ["fit", "--config", str(path), "--test_after_fit", "false"] if step == "align" else \
-                [step, "--config", str(path)]
+            command = (
+                ["fit", "--config", str(path), "--test_after_fit", "false"]
+                if step == "align"
+                else [step, "--config", str(path)]
+            )
             self._run(step, out.parent, [out], stamps[step], command)
         results = []
         for seed in seeds:
@@ -179,14 +194,26 @@ class Chain:
                 run_dir.mkdir(parents=True, exist_ok=True)
                 config_path = run_dir / f"{step}.run.yaml"
                 config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-                self._run(f"{step} seed {seed}", run_dir, [run_dir / "metrics.json", run_dir / "checkpoints" / "best.ckpt"],
-                          stamp, ["fit", "--config", str(config_path)])
+                self._run(
+                    f"{step} seed {seed}",
+                    run_dir,
+                    [run_dir / "metrics.json", run_dir / "checkpoints" / "best.ckpt"],
+                    stamp,
+                    ["fit", "--config", str(config_path)],
+                )
                 results.append(run_dir / "metrics.json")
         return results
 
 
-def run(folder: str, seeds: list[int] | None = None, until: Step = "stage2", start: Step = "pairs",
-        variant: str = "", stage1: list[str] | None = None, stage2: list[str] | None = None) -> None:
+def run(
+    folder: str,
+    seeds: list[int] | None = None,
+    until: Step = "stage2",
+    start: Step = "pairs",
+    variant: str = "",
+    stage1: list[str] | None = None,
+    stage2: list[str] | None = None,
+) -> None:
     """Run a dataset's whole chain: pairs → align → features → stage 1 → stage 2 (each tested).
 
     Args:

@@ -58,13 +58,19 @@ class SicsrecCLI(LightningCLI):
         # re-reads when it rebuilds the loader (see SequenceDataModule.train_dataloader).
         parser.set_defaults({"trainer.reload_dataloaders_every_n_epochs": 1})
         parser.add_lightning_class_args(PredictionWriter, "predictions")
-        parser.add_argument("--test_after_fit", type=bool, default=True,
-                            help="After fit, test the best checkpoint, print a metrics table and write metrics.json.")
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="After fit, test the best checkpoint, print a metrics table and write metrics.json.",
+        )
 
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.append(ResumeRandomState())  # always: any checkpoint can be resumed exactly
-        trainer.callbacks.append(KeepMetricsOnResume(trainer.loggers))  # and its metrics.csv keeps the epochs before the stop
+        trainer.callbacks.append(
+            KeepMetricsOnResume(trainer.loggers)
+        )  # and its metrics.csv keeps the epochs before the stop
         return trainer
 
     def before_fit(self) -> None:
@@ -73,20 +79,29 @@ class SicsrecCLI(LightningCLI):
     def after_fit(self) -> None:
         from lightning.pytorch.utilities.model_helpers import is_overridden
 
-        if (not self.config[self.subcommand].get("test_after_fit", True) or self.trainer.interrupted
-                or not is_overridden("test_step", self.model)):
+        if (
+            not self.config[self.subcommand].get("test_after_fit", True)
+            or self.trainer.interrupted
+            or not is_overridden("test_step", self.model)
+        ):
             return
         fit_seconds = time.perf_counter() - self._fit_started
         resumed_from = self.trainer.ckpt_path  # then fit_seconds covers only this process's epochs
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
         results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, verbose=False)
-        self._report(results, {"fit_seconds": round(fit_seconds, 2),
-                               "epochs": self.trainer.current_epoch,
-                               "resumed_from": str(resumed_from) if resumed_from else None,
-                               "seconds_per_epoch": None if resumed_from else
-                               round(fit_seconds / max(1, self.trainer.current_epoch), 3),
-                               "best_checkpoint": best,
-                               "best_valid": _as_float(getattr(self.trainer.checkpoint_callback, "best_model_score", None))})
+        self._report(
+            results,
+            {
+                "fit_seconds": round(fit_seconds, 2),
+                "epochs": self.trainer.current_epoch,
+                "resumed_from": str(resumed_from) if resumed_from else None,
+                "seconds_per_epoch": None
+                if resumed_from
+                else round(fit_seconds / max(1, self.trainer.current_epoch), 3),
+                "best_checkpoint": best,
+                "best_valid": _as_float(getattr(self.trainer.checkpoint_callback, "best_model_score", None)),
+            },
+        )
 
     def after_test(self) -> None:
         self._report([dict(self.trainer.callback_metrics)], {"checkpoint": self.config["test"].get("ckpt_path")})
@@ -97,17 +112,19 @@ class SicsrecCLI(LightningCLI):
             return
         metrics = {k: _as_float(v) for k, v in (results[0] if results else {}).items() if k.startswith("test/")}
         data = getattr(self.datamodule, "data", None)
-        report = {**metrics, **extra,
-                  "seed": self.config[self.subcommand].get("seed_everything"),
-                  "dataset": getattr(data, "name", None),
-                  "data_key": getattr(data, "key", None),
-                  "git_commit": git_commit(),
-                  "versions": package_versions()}
+        report = {
+            **metrics,
+            **extra,
+            "seed": self.config[self.subcommand].get("seed_everything"),
+            "dataset": getattr(data, "name", None),
+            "data_key": getattr(data, "key", None),
+            "git_commit": git_commit(),
+            "versions": package_versions(),
+        }
         out = Path(log_dir) / "metrics.json"
         write_json_atomic(out, report)
         for logger in wandb_loggers(self.trainer):
-            logger.log_table(key="test/metrics_at_k", columns=["view", "k", "hr", "ndcg"],
-                             data=metrics_rows(metrics))
+            logger.log_table(key="test/metrics_at_k", columns=["view", "k", "hr", "ndcg"], data=metrics_rows(metrics))
             logger.experiment.summary.update({k: v for k, v in report.items() if not isinstance(v, dict)})
         print(format_metrics_table(metrics))
         print(f"metrics written to {out}")
@@ -121,8 +138,12 @@ def _as_float(v):
 
 def git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                              text=True, timeout=5).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -153,20 +174,32 @@ def metrics_rows(metrics: dict[str, float], prefix: str = "test") -> list[list]:
 def format_metrics_table(metrics: dict[str, float], prefix: str = "test") -> str:
     """HR and NDCG at each K as a small table (values ×100), then MRR; one column pair per view
     (``test/hr@10`` or, for stage 1, ``test/id/hr@10`` and ``test/content/hr@10``)."""
-    views = sorted({k[len(prefix) + 1:].rpartition("/")[0] for k in metrics if k.startswith(prefix + "/")
-                    and k.rpartition("/")[2].startswith(("hr@", "ndcg@", "mrr"))})
+    views = sorted(
+        {
+            k[len(prefix) + 1 :].rpartition("/")[0]
+            for k in metrics
+            if k.startswith(prefix + "/") and k.rpartition("/")[2].startswith(("hr@", "ndcg@", "mrr"))
+        }
+    )
     if len(views) > 1 and "" in views:
         views.remove("")  # test/hr@10 is then only the mean of the views' HR@10
     ks = sorted({int(k.split("@")[1]) for k in metrics if "@" in k})
     tag = {v: f"{prefix}/{v}/" if v else f"{prefix}/" for v in views}
-    header = " ".join(f"{(v + ' ') if v else ''}HR".rjust(12) + f"{(v + ' ') if v else ''}NDCG".rjust(14) for v in views)
+    header = " ".join(
+        f"{(v + ' ') if v else ''}HR".rjust(12) + f"{(v + ' ') if v else ''}NDCG".rjust(14) for v in views
+    )
     lines = [f"{prefix} metrics (×100)", f"{'K':>4} {header}"]
     for k in ks:
-        cells = " ".join(f"{100 * metrics.get(f'{tag[v]}hr@{k}', float('nan')):12.2f}"
-                         f"{100 * metrics.get(f'{tag[v]}ndcg@{k}', float('nan')):14.2f}" for v in views)
+        cells = " ".join(
+            f"{100 * metrics.get(f'{tag[v]}hr@{k}', float('nan')):12.2f}"
+            f"{100 * metrics.get(f'{tag[v]}ndcg@{k}', float('nan')):14.2f}"
+            for v in views
+        )
         lines.append(f"{k:>4} {cells}")
-    lines.append(" MRR " + " ".join(f"{100 * metrics.get(f'{tag[v]}mrr', float('nan')):12.2f}" + " " * 14
-                                    for v in views).rstrip())
+    lines.append(
+        " MRR "
+        + " ".join(f"{100 * metrics.get(f'{tag[v]}mrr', float('nan')):12.2f}" + " " * 14 for v in views).rstrip()
+    )
     return "\n".join(lines)
 
 
@@ -175,8 +208,11 @@ def data_main(argv: list[str]) -> None:
 
     from sicsrec.data import tools
 
-    auto_cli({"generate": tools.generate, "prepare": tools.prepare_dataset, "stats": tools.stats},
-             args=argv, as_positional=False)
+    auto_cli(
+        {"generate": tools.generate, "prepare": tools.prepare_dataset, "stats": tools.stats},
+        args=argv,
+        as_positional=False,
+    )
 
 
 def step_main(step: str, argv: list[str]) -> None:

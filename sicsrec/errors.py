@@ -8,8 +8,7 @@ import os
 class DataError(ValueError):
     """Bad input data. ``str(err)`` reads ``file:line: problem (hint)``."""
 
-    def __init__(self, path: str | os.PathLike | None, problem: str, line: int | None = None,
-                 hint: str | None = None):
+    def __init__(self, path: str | os.PathLike | None, problem: str, line: int | None = None, hint: str | None = None):
         self.path = None if path is None else str(path)
         self.line = line
         self.problem = problem

@@ -9,8 +9,16 @@ from torchmetrics import Metric
 
 from sicsrec.ranking import DEFAULT_KS, Protocol, metrics_from_ranks, target_ranks
 
-__all__ = ["DEFAULT_KS", "Protocol", "RankingMetrics", "evaluate", "last_item_scorer", "metrics_from_ranks",
-           "popularity_scorer", "target_ranks"]
+__all__ = [
+    "DEFAULT_KS",
+    "Protocol",
+    "RankingMetrics",
+    "evaluate",
+    "last_item_scorer",
+    "metrics_from_ranks",
+    "popularity_scorer",
+    "target_ranks",
+]
 
 
 class RankingMetrics(Metric):
@@ -28,8 +36,9 @@ class RankingMetrics(Metric):
         self.add_state("users", default=[], dist_reduce_fx="cat")
         self.add_state("ranks", default=[], dist_reduce_fx="cat")
 
-    def update(self, users: torch.Tensor, scores: torch.Tensor, targets: torch.Tensor,
-               history: torch.Tensor | None = None) -> None:
+    def update(
+        self, users: torch.Tensor, scores: torch.Tensor, targets: torch.Tensor, history: torch.Tensor | None = None
+    ) -> None:
         mask = history if self.protocol == "ninerec" else None
         self.users.append(users)
         self.ranks.append(target_ranks(scores, targets, mask))

@@ -39,9 +39,14 @@ def collect(folders: list[Path]) -> dict[str, dict]:
             report = json.loads(path.read_text())
             for view in _views(report):
                 tag = f"test/{view}/" if view else "test/"
-                name = f"{folder.parent.name}/{folder.name}" + (f" {match.group(1)}" if match.group(1) else "") + \
-                    (f" ({view} encoder)" if view else "")
-                group = groups.setdefault(name, {"runs": [], "metrics": {}, "curves": [], "dataset": report.get("dataset")})
+                name = (
+                    f"{folder.parent.name}/{folder.name}"
+                    + (f" {match.group(1)}" if match.group(1) else "")
+                    + (f" ({view} encoder)" if view else "")
+                )
+                group = groups.setdefault(
+                    name, {"runs": [], "metrics": {}, "curves": [], "dataset": report.get("dataset")}
+                )
                 group["runs"].append(int(match.group(2)))
                 for key in [f"hr@{k}" for k in KS] + [f"ndcg@{k}" for k in KS] + ["mrr"]:
                     if tag + key in report:
@@ -71,8 +76,10 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def table(groups: dict[str, dict]) -> str:
     cols = [f"hr@{k}" for k in KS] + [f"ndcg@{k}" for k in KS] + ["mrr"]
-    lines = ["| run | seeds | " + " | ".join(c.upper() for c in cols) + " | epochs |",
-             "|---|---|" + "---:|" * (len(cols) + 1)]
+    lines = [
+        "| run | seeds | " + " | ".join(c.upper() for c in cols) + " | epochs |",
+        "|---|---|" + "---:|" * (len(cols) + 1),
+    ]
     for name, g in groups.items():
         cells = []
         for c in cols:
@@ -83,8 +90,14 @@ def table(groups: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def svg_lines(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str, ylabel: str,
-              width: int = 640, height: int = 360) -> str:
+def svg_lines(
+    series: dict[str, list[tuple[float, float]]],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    width: int = 640,
+    height: int = 360,
+) -> str:
     """A line plot as SVG text: one polyline per series, axes with min/max labels, a legend."""
     points = [p for s in series.values() for p in s]
     if not points:
@@ -98,24 +111,31 @@ def svg_lines(series: dict[str, list[tuple[float, float]]], title: str, xlabel: 
     def xy(p):
         return left + (p[0] - x0) / (x1 - x0) * w, top + h - (p[1] - y0) / (y1 - y0) * h
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
-           f'font-size="11"><rect width="100%" height="100%" fill="white"/>',
-           f'<text x="{left}" y="18" font-size="13">{title}</text>',
-           f'<line x1="{left}" y1="{top + h}" x2="{left + w}" y2="{top + h}" stroke="black"/>',
-           f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + h}" stroke="black"/>',
-           f'<text x="{left + w / 2}" y="{height - 8}" text-anchor="middle">{xlabel}</text>',
-           f'<text x="14" y="{top + h / 2}" transform="rotate(-90 14 {top + h / 2})" text-anchor="middle">{ylabel}</text>',
-           f'<text x="{left - 4}" y="{top + h}" text-anchor="end">{y0:.3g}</text>',
-           f'<text x="{left - 4}" y="{top + 8}" text-anchor="end">{y1:.3g}</text>',
-           f'<text x="{left}" y="{top + h + 14}" text-anchor="middle">{x0:g}</text>',
-           f'<text x="{left + w}" y="{top + h + 14}" text-anchor="middle">{x1:g}</text>']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+        f'font-size="11"><rect width="100%" height="100%" fill="white"/>',
+        f'<text x="{left}" y="18" font-size="13">{title}</text>',
+        f'<line x1="{left}" y1="{top + h}" x2="{left + w}" y2="{top + h}" stroke="black"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + h}" stroke="black"/>',
+        f'<text x="{left + w / 2}" y="{height - 8}" text-anchor="middle">{xlabel}</text>',
+        f'<text x="14" y="{top + h / 2}" transform="rotate(-90 14 {top + h / 2})" text-anchor="middle">{ylabel}</text>',
+        f'<text x="{left - 4}" y="{top + h}" text-anchor="end">{y0:.3g}</text>',
+        f'<text x="{left - 4}" y="{top + 8}" text-anchor="end">{y1:.3g}</text>',
+        f'<text x="{left}" y="{top + h + 14}" text-anchor="middle">{x0:g}</text>',
+        f'<text x="{left + w}" y="{top + h + 14}" text-anchor="middle">{x1:g}</text>',
+    ]
     for i, (name, s) in enumerate(series.items()):
         colour = COLOURS[i % len(COLOURS)]
         if s:
-            out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="'
-                       + " ".join(f"{a:.1f},{b:.1f}" for a, b in map(xy, s)) + '"/>')
-        out.append(f'<rect x="{left + w + 12}" y="{top + 14 * i}" width="10" height="3" fill="{colour}"/>'
-                   f'<text x="{left + w + 26}" y="{top + 14 * i + 5}">{name}</text>')
+            out.append(
+                f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="'
+                + " ".join(f"{a:.1f},{b:.1f}" for a, b in map(xy, s))
+                + '"/>'
+            )
+        out.append(
+            f'<rect x="{left + w + 12}" y="{top + 14 * i}" width="10" height="3" fill="{colour}"/>'
+            f'<text x="{left + w + 26}" y="{top + 14 * i + 5}">{name}</text>'
+        )
     out.append("</svg>")
     return "\n".join(out)
 
@@ -138,19 +158,28 @@ def report(runs: list[str], out: str = "docs/results.md", figures: str = "docs/f
     if not groups:
         raise SystemExit(f"sicsrec report: no <variant>-seed<N>/metrics.json under {runs}")
     fig_dir, out_path = Path(figures), Path(out)
-    at_k = {name: [(k, 100 * _mean_std(g["metrics"].get(f"ndcg@{k}", []))[0]) for k in KS]
-            for name, g in groups.items()}
+    at_k = {
+        name: [(k, 100 * _mean_std(g["metrics"].get(f"ndcg@{k}", []))[0]) for k in KS] for name, g in groups.items()
+    }
     curves = {f"{name} s{seed}": c for name, g in groups.items() for seed, c in zip(g["runs"], g["curves"])}
     slug = re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")
-    plots = {f"{slug}_ndcg_at_k.svg": svg_lines(at_k, f"{title}: test NDCG@K (×100, mean over seeds)", "K", "NDCG@K"),
-             f"{slug}_valid_hr10.svg": svg_lines(curves, f"{title}: validation HR@10 per epoch", "epoch", "HR@10")}
+    plots = {
+        f"{slug}_ndcg_at_k.svg": svg_lines(at_k, f"{title}: test NDCG@K (×100, mean over seeds)", "K", "NDCG@K"),
+        f"{slug}_valid_hr10.svg": svg_lines(curves, f"{title}: validation HR@10 per epoch", "epoch", "HR@10"),
+    }
     links = []
     for name, svg in plots.items():
         if svg:
             _write(fig_dir / name, svg)
             links.append(f"![{name}]({os.path.relpath(fig_dir / name, out_path.parent)})")
-    block = "\n\n".join([f"{BEGIN}\n### {title} (generated by `sicsrec report`; values ×100, mean ± std over seeds)",
-                         table(groups), " ".join(links), END])
+    block = "\n\n".join(
+        [
+            f"{BEGIN}\n### {title} (generated by `sicsrec report`; values ×100, mean ± std over seeds)",
+            table(groups),
+            " ".join(links),
+            END,
+        ]
+    )
     text = out_path.read_text(encoding="utf-8") if out_path.is_file() else ""
     pattern = re.compile(re.escape(BEGIN) + rf"\n### {re.escape(title)} .*?" + re.escape(END), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"

@@ -38,8 +38,10 @@ def _isolated_cache(tmp_path_factory):
 def ninerec(name: str) -> Path:
     path = NINEREC / name
     if not (path / "sequential_data.txt").is_file():
-        pytest.fail(f"real NineRec data missing: expected {path}/sequential_data.txt "
-                    "(the project reads ../shared/data/ninerec in place)")
+        pytest.fail(
+            f"real NineRec data missing: expected {path}/sequential_data.txt "
+            "(the project reads ../shared/data/ninerec in place)"
+        )
     return path
 
 
@@ -58,8 +60,10 @@ def features(generated, tmp_path_factory) -> Path:
     from sicsrec.content.featurize import featurize
 
     out = tmp_path_factory.mktemp("features")
-    text = TextEncoder(model="minilm", random_init=True,
-                       config_overrides={"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 32,
-                                         "num_attention_heads": 2})
+    text = TextEncoder(
+        model="minilm",
+        random_init=True,
+        config_overrides={"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 32, "num_attention_heads": 2},
+    )
     featurize(str(generated), text=text, out=str(out))
     return out / "features.json"

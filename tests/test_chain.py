@@ -8,10 +8,19 @@ import yaml
 from sicsrec.chain import STAMP, Chain
 from tests.conftest import REPO
 
-TINY_TEXT = {"class_path": "sicsrec.content.encoders.TextEncoder",
-             "init_args": {"model": "minilm", "random_init": True,
-                           "config_overrides": {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 32,
-                                                "num_attention_heads": 2}}}
+TINY_TEXT = {
+    "class_path": "sicsrec.content.encoders.TextEncoder",
+    "init_args": {
+        "model": "minilm",
+        "random_init": True,
+        "config_overrides": {
+            "num_hidden_layers": 1,
+            "hidden_size": 32,
+            "intermediate_size": 32,
+            "num_attention_heads": 2,
+        },
+    },
+}
 
 
 def tiny_folder(tmp_path: Path, root: Path) -> Path:
@@ -26,10 +35,15 @@ def tiny_folder(tmp_path: Path, root: Path) -> Path:
     configs = {"pairs": pairs, "features": features}
     for step in ("align", "stage1", "stage2"):
         cfg = yaml.safe_load((src / f"{step}.yaml").read_text())
-        cfg["trainer"].update(max_epochs=2 if step != "align" else 1, enable_progress_bar=False,
-                              enable_model_summary=False, accelerator="cpu")
-        cfg["trainer"]["logger"] = [{"class_path": "lightning.pytorch.loggers.CSVLogger",
-                                     "init_args": {"save_dir": str(runs), "name": step}}]
+        cfg["trainer"].update(
+            max_epochs=2 if step != "align" else 1,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            accelerator="cpu",
+        )
+        cfg["trainer"]["logger"] = [
+            {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(runs), "name": step}}
+        ]
         cfg["data"]["init_args"]["root"] = str(root)
         if step == "align":
             cfg["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(runs / "align")
@@ -57,7 +71,9 @@ def test_run_chains_every_real_step_and_then_skips_them(tmp_path, generated, cap
         report = json.loads(path.read_text())
         assert report["seed"] == 1 and key in report, report
     stage2 = yaml.safe_load((runs / "stage2" / "seed1" / "stage2.run.yaml").read_text())
-    assert stage2["model"]["init_args"]["stage1_checkpoint"] == str(runs / "stage1" / "seed1" / "checkpoints" / "best.ckpt")
+    assert stage2["model"]["init_args"]["stage1_checkpoint"] == str(
+        runs / "stage1" / "seed1" / "checkpoints" / "best.ckpt"
+    )
     capsys.readouterr()
     mtimes = {p: p.stat().st_mtime for p in results}
     Chain(folder).run([1])  # nothing changed: nothing runs
@@ -115,12 +131,18 @@ def test_run_chains_seeds_skips_what_is_up_to_date_and_reruns_what_changed(tmp_p
     python, log = fake_python(tmp_path)
     results = Chain(folder, python=python).run([1, 2])
     runs = tmp_path / "runs"
-    assert results == [runs / "stage1" / "seed1" / "metrics.json", runs / "stage2" / "seed1" / "metrics.json",
-                       runs / "stage1" / "seed2" / "metrics.json", runs / "stage2" / "seed2" / "metrics.json"]
+    assert results == [
+        runs / "stage1" / "seed1" / "metrics.json",
+        runs / "stage2" / "seed1" / "metrics.json",
+        runs / "stage1" / "seed2" / "metrics.json",
+        runs / "stage2" / "seed2" / "metrics.json",
+    ]
     for path in results:
         assert json.loads(path.read_text())["seed"] == int(path.parent.name[-1])  # each seed's own run
     stage2 = yaml.safe_load((runs / "stage2" / "seed2" / "stage2.run.yaml").read_text())
-    assert stage2["model"]["init_args"]["stage1_checkpoint"] == str(runs / "stage1" / "seed2" / "checkpoints" / "best.ckpt")
+    assert stage2["model"]["init_args"]["stage1_checkpoint"] == str(
+        runs / "stage1" / "seed2" / "checkpoints" / "best.ckpt"
+    )
     assert len(log.read_text().splitlines()) == 3 + 4
     capsys.readouterr()
 
@@ -185,9 +207,11 @@ def test_a_stopped_alignment_is_resumed_from_the_last_checkpoint_in_its_checkpoi
 
     log = tmp_path / "calls.log"
     fake = tmp_path / "fakepython"
-    fake.write_text(f"#!{sys.executable}\nimport sys\nfrom pathlib import Path\n"
-                    f"Path({str(log)!r}).open('a').write(' '.join(sys.argv[3:]) + '\\n')\n"
-                    f"Path({str(tmp_path / 'align' / 'checkpoints' / 'best.ckpt')!r}).write_text('x')\n")
+    fake.write_text(
+        f"#!{sys.executable}\nimport sys\nfrom pathlib import Path\n"
+        f"Path({str(log)!r}).open('a').write(' '.join(sys.argv[3:]) + '\\n')\n"
+        f"Path({str(tmp_path / 'align' / 'checkpoints' / 'best.ckpt')!r}).write_text('x')\n"
+    )
     fake.chmod(0o755)
     out_dir = tmp_path / "align" / "checkpoints"
     out_dir.mkdir(parents=True)

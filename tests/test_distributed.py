@@ -34,8 +34,9 @@ def test_a_distributed_sampler_injected_by_lightning_is_refused():
 
     dm = SequenceDataModule("unused")
     for world, injects, refused in ((1, True, False), (2, False, False), (2, True, True)):
-        dm.trainer = SimpleNamespace(world_size=world,
-                                     _accelerator_connector=SimpleNamespace(use_distributed_sampler=injects))
+        dm.trainer = SimpleNamespace(
+            world_size=world, _accelerator_connector=SimpleNamespace(use_distributed_sampler=injects)
+        )
         if refused:
             with pytest.raises(ConfigError, match="use_distributed_sampler: false"):
                 check_self_sharding(dm)
@@ -44,6 +45,7 @@ def test_a_distributed_sampler_injected_by_lightning_is_refused():
 
 
 # ---- (b) the gathered contrastive losses equal one process on the global batch ----------------
+
 
 def _global_batch():
     g = torch.Generator().manual_seed(0)
@@ -114,24 +116,42 @@ def test_gathered_contrastive_losses_and_gradients_equal_one_process(tmp_path):
 
 # ---- (a) one checkpoint, evaluated on 1 and on 2 processes ------------------------------------
 
+
 def sicsrec(*args: str, cwd: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run([sys.executable, "-m", "sicsrec.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "sicsrec.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
 def config(tmp_path: Path, name: str, model: dict, data: dict, devices: int) -> Path:
-    trainer = {"accelerator": "cpu", "devices": devices, "max_epochs": 1, "enable_progress_bar": False,
-               "enable_model_summary": False, "num_sanity_val_steps": 0,
-               "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                          "init_args": {"save_dir": str(tmp_path / "runs"), "name": name}},
-               "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                              "init_args": {"dirpath": str(tmp_path / name), "filename": "best"}}]}
+    trainer = {
+        "accelerator": "cpu",
+        "devices": devices,
+        "max_epochs": 1,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "logger": {
+            "class_path": "lightning.pytorch.loggers.CSVLogger",
+            "init_args": {"save_dir": str(tmp_path / "runs"), "name": name},
+        },
+        "callbacks": [
+            {
+                "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                "init_args": {"dirpath": str(tmp_path / name), "filename": "best"},
+            }
+        ],
+    }
     if devices > 1:
         trainer["strategy"] = "ddp"
-    cfg = {"seed_everything": 1, "trainer": trainer, "model": model,
-           "data": {"class_path": "sicsrec.data.SequenceDataModule", "init_args": data}}
+    cfg = {
+        "seed_everything": 1,
+        "trainer": trainer,
+        "model": model,
+        "data": {"class_path": "sicsrec.data.SequenceDataModule", "init_args": data},
+    }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -139,14 +159,13 @@ def config(tmp_path: Path, name: str, model: dict, data: dict, devices: int) -> 
 
 def test_stage1_and_stage2_train_on_two_processes_and_metrics_equal_one_process(generated, features, tmp_path):
     # 600 users in 9 evaluation batches: ranks get 5 and 4 (+1 repeated) — padding must not count
-    data = {"root": str(generated), "features": str(features), "max_len": 10, "batch_size": 128,
-            "eval_batch_size": 70}
+    data = {"root": str(generated), "features": str(features), "max_len": 10, "batch_size": 128, "eval_batch_size": 70}
     stage1 = {"class_path": "sicsrec.modules.Stage1Module", "init_args": {**TINY, "use_content": True}}
-    sicsrec("fit", "--config", str(config(tmp_path, "s1", stage1, data, 2)), "--test_after_fit", "false",
-            cwd=tmp_path)
-    stage2 = {"class_path": "sicsrec.modules.Stage2Module",
-              "init_args": {"stage1_checkpoint": str(tmp_path / "s1" / "best.ckpt"), "dropout": 0.1,
-                            "attn_dropout": 0.1}}
+    sicsrec("fit", "--config", str(config(tmp_path, "s1", stage1, data, 2)), "--test_after_fit", "false", cwd=tmp_path)
+    stage2 = {
+        "class_path": "sicsrec.modules.Stage2Module",
+        "init_args": {"stage1_checkpoint": str(tmp_path / "s1" / "best.ckpt"), "dropout": 0.1, "attn_dropout": 0.1},
+    }
     # trained on two processes, then its best checkpoint tested on the same two (after fit)
     sicsrec("fit", "--config", str(config(tmp_path, "s2", stage2, data, 2)), cwd=tmp_path)
 
@@ -158,8 +177,14 @@ def test_stage1_and_stage2_train_on_two_processes_and_metrics_equal_one_process(
         with one_thread():  # as the subprocesses (OMP_NUM_THREADS=1): the same arithmetic
             main(list(args))
 
-    run(1, "test", "--config", str(config(tmp_path, "test1", stage2, data, 1)),
-        "--ckpt_path", str(tmp_path / "s2" / "best.ckpt"))
+    run(
+        1,
+        "test",
+        "--config",
+        str(config(tmp_path, "test1", stage2, data, 1)),
+        "--ckpt_path",
+        str(tmp_path / "s2" / "best.ckpt"),
+    )
     results = {}
     for devices, name in ((1, "test1"), (2, "s2")):
         found = list((tmp_path / "runs" / name).glob("version_*/metrics.json"))
@@ -173,8 +198,16 @@ def test_stage1_and_stage2_train_on_two_processes_and_metrics_equal_one_process(
     predictions = {}
     for devices in (1, 2):
         out = tmp_path / f"pred{devices}.jsonl"
-        run(devices, "predict", "--config", str(config(tmp_path, f"predict{devices}", stage2, data, devices)),
-            "--ckpt_path", str(tmp_path / "s2" / "best.ckpt"), "--predictions.path", str(out))
+        run(
+            devices,
+            "predict",
+            "--config",
+            str(config(tmp_path, f"predict{devices}", stage2, data, devices)),
+            "--ckpt_path",
+            str(tmp_path / "s2" / "best.ckpt"),
+            "--predictions.path",
+            str(out),
+        )
         predictions[devices] = out.read_text().splitlines()
     assert len(predictions[1]) == 600  # one row per user, none repeated by the padding
     assert predictions[1] == predictions[2]
@@ -186,18 +219,38 @@ def test_alignment_trains_on_two_processes(generated, tmp_path):
     from sicsrec.data import prepare
 
     construct_pairs(prepare(generated), EmbeddingJudge(), tmp_path / "pairs", progress=False)
-    text = {"class_path": "sicsrec.content.encoders.TextEncoder",
-            "init_args": {"model": "minilm", "random_init": True,
-                          "config_overrides": {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 32,
-                                               "num_attention_heads": 2}}}
-    image = {"class_path": "sicsrec.content.encoders.ImageEncoder",
-             "init_args": {"model": "test_efficientnet", "weights": None, "random_init": True, "image_size": 32}}
-    path = config(tmp_path, "align", {"class_path": "sicsrec.modules.align.AlignModule",
-                                      "init_args": {"text": text, "image": image, "trainable": "all"}}, {}, 2)
+    text = {
+        "class_path": "sicsrec.content.encoders.TextEncoder",
+        "init_args": {
+            "model": "minilm",
+            "random_init": True,
+            "config_overrides": {
+                "num_hidden_layers": 1,
+                "hidden_size": 32,
+                "intermediate_size": 32,
+                "num_attention_heads": 2,
+            },
+        },
+    }
+    image = {
+        "class_path": "sicsrec.content.encoders.ImageEncoder",
+        "init_args": {"model": "test_efficientnet", "weights": None, "random_init": True, "image_size": 32},
+    }
+    path = config(
+        tmp_path,
+        "align",
+        {
+            "class_path": "sicsrec.modules.align.AlignModule",
+            "init_args": {"text": text, "image": image, "trainable": "all"},
+        },
+        {},
+        2,
+    )
     cfg = yaml.safe_load(path.read_text())
-    cfg["data"] = {"class_path": "sicsrec.data.datamodule.AlignDataModule",
-                   "init_args": {"root": str(generated), "pairs": str(tmp_path / "pairs" / "pairs.jsonl"),
-                                 "batch_size": 32}}
+    cfg["data"] = {
+        "class_path": "sicsrec.data.datamodule.AlignDataModule",
+        "init_args": {"root": str(generated), "pairs": str(tmp_path / "pairs" / "pairs.jsonl"), "batch_size": 32},
+    }
     cfg["trainer"]["callbacks"][0]["init_args"]["monitor"] = "valid/t2i_recall@10"
     path.write_text(yaml.safe_dump(cfg))
     sicsrec("fit", "--config", str(path), cwd=tmp_path)
@@ -216,8 +269,10 @@ def test_alignment_trains_on_two_processes(generated, tmp_path):
 
     model = AlignModule.load_from_checkpoint(tmp_path / "align" / "best.ckpt", weights_only=True)
     again = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).validate(
-        model, AlignDataModule(str(generated), str(tmp_path / "pairs" / "pairs.jsonl"), batch_size=32, seed=1),
-        verbose=False)[0]
+        model,
+        AlignDataModule(str(generated), str(tmp_path / "pairs" / "pairs.jsonl"), batch_size=32, seed=1),
+        verbose=False,
+    )[0]
     assert float(rows[-1]["valid/t2i_recall@10"]) == pytest.approx(again["valid/t2i_recall@10"], abs=1e-6)
     dm.setup("fit")
     per_rank = -(-len(dm.train_pairs) // 2)

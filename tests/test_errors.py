@@ -47,7 +47,9 @@ def test_missing_sequence_file(tmp_path):
 
 
 def test_title_with_newline_quotes_and_commas_parses(tmp_path):
-    raw = SequenceFormat().read(dataset(tmp_path / "d", items='0,a,"Line one\nline two, with ""quotes"""\n1,b,B\n2,c,C\n'))
+    raw = SequenceFormat().read(
+        dataset(tmp_path / "d", items='0,a,"Line one\nline two, with ""quotes"""\n1,b,B\n2,c,C\n')
+    )
     assert raw.titles["en"][0] == 'Line one\nline two, with "quotes"'
 
 
@@ -116,9 +118,16 @@ def test_config_unknown_key_and_wrong_type(capsys):
 
 
 def test_config_missing_data_path(capsys, tmp_path):
-    code, err = cli_error(capsys, "fit", "--config", str(REPO / "configs" / "quickstart.yaml"),
-                          "--data.init_args.root", str(tmp_path / "nowhere"),
-                          "--data.init_args.generate_if_missing", "false")
+    code, err = cli_error(
+        capsys,
+        "fit",
+        "--config",
+        str(REPO / "configs" / "quickstart.yaml"),
+        "--data.init_args.root",
+        str(tmp_path / "nowhere"),
+        "--data.init_args.generate_if_missing",
+        "false",
+    )
     assert code == 2 and "nowhere: dataset folder not found" in err and "Traceback" not in err
 
 
@@ -130,7 +139,8 @@ def test_checkpoint_for_another_catalogue_is_refused(tmp_path, generated):
     fresh = Stage1Module(hidden_size=8, inner_size=8)
     with pytest.raises(ConfigError, match="num_items=7"):
         L.Trainer(logger=False, enable_progress_bar=False).test(
-            fresh, SequenceDataModule(str(generated), max_len=20), ckpt_path=tmp_path / "other.ckpt")
+            fresh, SequenceDataModule(str(generated), max_len=20), ckpt_path=tmp_path / "other.ckpt"
+        )
 
 
 class PoisonAtStep(L.Callback):
@@ -146,9 +156,15 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path, g
     dm = SequenceDataModule(str(generated), max_len=20, batch_size=1024)
     model = Stage1Module(hidden_size=8, inner_size=8)
     ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True)
-    trainer = L.Trainer(max_epochs=5, reload_dataloaders_every_n_epochs=1,
-                        logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[ckpt, PoisonAtStep()], limit_val_batches=0)
+    trainer = L.Trainer(
+        max_epochs=5,
+        reload_dataloaders_every_n_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ckpt, PoisonAtStep()],
+        limit_val_batches=0,
+    )
     with pytest.raises(TrainingError) as err:
         trainer.fit(model, dm)
     assert "global step 3" in str(err.value) and "last.ckpt" in str(err.value)

@@ -16,8 +16,9 @@ def test_real_bili_food_matches_published_statistics():
     assert len(raw.item_ids) == 1579
     assert sum(map(len, raw.sequences)) == 39740
     # the first English title holds a comma inside quotes
-    assert raw.titles["en"][0] == ("Visit America's Cheap Pizza Place! 24K gold pizza, "
-                                   "this price is too close to the people, right?")
+    assert raw.titles["en"][0] == (
+        "Visit America's Cheap Pizza Place! 24K gold pizza, this price is too close to the people, right?"
+    )
     assert raw.sequences[0] == ["1", "2", "0", "4", "3"]
 
 
@@ -47,9 +48,11 @@ def test_ambiguous_pair_file_asks_for_the_order(tmp_path):
 
 def test_catalogue_sorts_by_time_stably(tmp_path):
     pd.DataFrame({"item_id": ["a", "b", "c"], "title": ["A", "B, with comma", 'C "q"']}).to_csv(
-        tmp_path / "items.csv", index=False)
-    pd.DataFrame({"user_id": ["u", "u", "u", "w"], "item_id": ["c", "a", "b", "a"],
-                  "timestamp": [5, 1, 1, 3]}).to_parquet(tmp_path / "interactions.parquet")
+        tmp_path / "items.csv", index=False
+    )
+    pd.DataFrame(
+        {"user_id": ["u", "u", "u", "w"], "item_id": ["c", "a", "b", "a"], "timestamp": [5, 1, 1, 3]}
+    ).to_parquet(tmp_path / "interactions.parquet")
     reader = detect_reader(tmp_path)
     assert isinstance(reader, CatalogueFormat)
     raw = reader.read(tmp_path)
@@ -64,14 +67,17 @@ def write_dataset(folder, items: str, sequences: str):
     return folder
 
 
-@pytest.mark.parametrize("items, sequences, file, line, problem", [
-    ("0,a,A\n1,b,B\n", "0 0 1\n1 0 x1\n", "sequential_data.txt", 2, "not a non-negative integer"),
-    ("0,a,A\n1,b,B\n", "0 0 1\n1 0 7\n", "sequential_data.txt", 2, "'7' is not in the item file"),
-    ("0,a,A\n1,b,B\n", "", "sequential_data.txt", None, "empty"),
-    ("0,a,A\n1,b\n", "0 0 1\n", "X_item.csv", 2, "expected 3 columns"),
-    ("0,a,A\n0,b,B\n", "0 0 1\n", "X_item.csv", 2, "duplicate item id"),
-    ("0,a,A\n1,\"b\nstill b\",B\nx,c,C\n", "0 0 1\n", "X_item.csv", 4, "not a non-negative integer"),
-])
+@pytest.mark.parametrize(
+    "items, sequences, file, line, problem",
+    [
+        ("0,a,A\n1,b,B\n", "0 0 1\n1 0 x1\n", "sequential_data.txt", 2, "not a non-negative integer"),
+        ("0,a,A\n1,b,B\n", "0 0 1\n1 0 7\n", "sequential_data.txt", 2, "'7' is not in the item file"),
+        ("0,a,A\n1,b,B\n", "", "sequential_data.txt", None, "empty"),
+        ("0,a,A\n1,b\n", "0 0 1\n", "X_item.csv", 2, "expected 3 columns"),
+        ("0,a,A\n0,b,B\n", "0 0 1\n", "X_item.csv", 2, "duplicate item id"),
+        ('0,a,A\n1,"b\nstill b",B\nx,c,C\n', "0 0 1\n", "X_item.csv", 4, "not a non-negative integer"),
+    ],
+)
 def test_bad_files_name_file_line_and_problem(tmp_path, items, sequences, file, line, problem):
     root = write_dataset(tmp_path / "d", items, sequences)
     with pytest.raises(DataError) as err:

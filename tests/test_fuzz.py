@@ -21,8 +21,15 @@ SAFE_BYTES = b"abcdefghijklmnopqrstuvwxyz0123456789 \xff\xfe"
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
-    return generate(tmp_path_factory.mktemp("fuzz") / "Gen", users=40, items=25, seed=9, covers="none",
-                    mean_length=5.0, max_length=8)
+    return generate(
+        tmp_path_factory.mktemp("fuzz") / "Gen",
+        users=40,
+        items=25,
+        seed=9,
+        covers="none",
+        mean_length=5.0,
+        max_length=8,
+    )
 
 
 def corrupt(root, rng: random.Random) -> tuple[str, int | None]:
@@ -93,8 +100,10 @@ def check_against_reference(root, cache) -> None:
     data = prepare(root, cache_dir=cache)
     ids, titles, sequences, dropped = reference_parse(root)
     assert data.item_ids == ids and data.titles["en"] == titles
-    assert dict(zip(data.user_ids, ([data.item_ids[i - 1] for i in data.sequence(u)]
-                                    for u in range(data.num_users)))) == sequences
+    assert (
+        dict(zip(data.user_ids, ([data.item_ids[i - 1] for i in data.sequence(u)] for u in range(data.num_users))))
+        == sequences
+    )
     assert data.stats["dropped_users_too_short"] == dropped
 
 

@@ -11,19 +11,30 @@ import torch
 from tests.conftest import REPO
 
 # what the GPU machine does not have: importing any of them must fail the script
-ABSENT = ["lightning", "pytorch_lightning", "jsonargparse", "wandb", "datasets", "pandas", "torchmetrics",
-          "transformers", "peft", "timm"]
+ABSENT = [
+    "lightning",
+    "pytorch_lightning",
+    "jsonargparse",
+    "wandb",
+    "datasets",
+    "pandas",
+    "torchmetrics",
+    "transformers",
+    "peft",
+    "timm",
+]
 
 
 def run_gpu_benchmark(tmp_path, *args: str) -> list[dict]:
     out = tmp_path / "gpu.json"
-    code = ("import runpy, sys\n"
-            f"for name in {ABSENT!r}: sys.modules[name] = None  # import fails, as on the GPU machine\n"
-            f"sys.argv = ['gpu.py', *{list(args)!r}, '--json', {str(out)!r}]\n"
-            "runpy.run_path('benchmarks/gpu.py', run_name='__main__')\n")
+    code = (
+        "import runpy, sys\n"
+        f"for name in {ABSENT!r}: sys.modules[name] = None  # import fails, as on the GPU machine\n"
+        f"sys.argv = ['gpu.py', *{list(args)!r}, '--json', {str(out)!r}]\n"
+        "runpy.run_path('benchmarks/gpu.py', run_name='__main__')\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "s/epoch" in done.stdout
     return json.loads(out.read_text())

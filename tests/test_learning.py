@@ -13,8 +13,17 @@ from sicsrec.modules import Stage1Module
 
 @pytest.fixture(scope="module")
 def skip_data(tmp_path_factory):
-    return generate(tmp_path_factory.mktemp("learn") / "Gen", users=2000, items=300, seed=1, covers="none",
-                    id_signal=0.0, text_signal=0.0, image_signal=0.0, skip_signal=0.6)
+    return generate(
+        tmp_path_factory.mktemp("learn") / "Gen",
+        users=2000,
+        items=300,
+        seed=1,
+        covers="none",
+        id_signal=0.0,
+        text_signal=0.0,
+        image_signal=0.0,
+        skip_signal=0.6,
+    )
 
 
 def train_and_compare(root, shuffle: bool) -> dict[str, float]:
@@ -23,14 +32,24 @@ def train_and_compare(root, shuffle: bool) -> dict[str, float]:
     dm = SequenceDataModule(str(root), batch_size=256, max_len=20, shuffle_sequences=shuffle)
     dm.setup("fit")
     model = Stage1Module(dm.num_items, max_len=20, hidden_size=64, inner_size=64, dropout=0.2, attn_dropout=0.2)
-    trainer = L.Trainer(max_epochs=20, reload_dataloaders_every_n_epochs=1,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        max_epochs=20,
+        reload_dataloaders_every_n_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(model, dm)
     model.eval()
     counts = dm.train_item_counts()
-    scorers = {"ours": model.score, "popularity": popularity_scorer(counts),
-               "last item": last_item_scorer(dm.train_transition_counts(), counts)}
+    scorers = {
+        "ours": model.score,
+        "popularity": popularity_scorer(counts),
+        "last item": last_item_scorer(dm.train_transition_counts(), counts),
+    }
     return {name: evaluate(score, dm.test_dataloader())["ndcg@10"] for name, score in scorers.items()}
 
 

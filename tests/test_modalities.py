@@ -25,8 +25,9 @@ from sicsrec.data import SequenceDataModule
 from sicsrec.data.generate import generate
 from sicsrec.modules import Stage1Module
 
-GENERATED = dict(users=1500, items=3000, seed=5, categories=8, colours=8, id_signal=0.0, text_signal=0.35,
-                 image_signal=0.55)
+GENERATED = dict(
+    users=1500, items=3000, seed=5, categories=8, colours=8, id_signal=0.0, text_signal=0.35, image_signal=0.55
+)
 SHAPE = dict(hidden_size=64, inner_size=64, num_layers=1, dropout=0.2, attn_dropout=0.2)
 SEEDS = (0, 1)
 
@@ -46,15 +47,24 @@ def worlds(tmp_path_factory):
 
 def ndcg_of(worlds, covers: str, modalities: list[str] | None, seed: int, folder) -> float:
     features = str(worlds[covers].parent / "features" / "features.json") if modalities else None
-    dm = SequenceDataModule(str(worlds[covers]), max_len=20, batch_size=1024, features=features,
-                            modalities=modalities)
+    dm = SequenceDataModule(str(worlds[covers]), max_len=20, batch_size=1024, features=features, modalities=modalities)
     L.seed_everything(seed, verbose=False)
-    model = Stage1Module(use_id=not modalities, use_content=bool(modalities), **SHAPE,
-                         optimizer=lambda params: torch.optim.Adam(params, lr=3e-3))
+    model = Stage1Module(
+        use_id=not modalities,
+        use_content=bool(modalities),
+        **SHAPE,
+        optimizer=lambda params: torch.optim.Adam(params, lr=3e-3),
+    )
     checkpoint = ModelCheckpoint(dirpath=folder, monitor="valid/hr@10", mode="max", filename="best")
-    trainer = L.Trainer(max_epochs=12, reload_dataloaders_every_n_epochs=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0,
-                        callbacks=[checkpoint, EarlyStopping("valid/hr@10", mode="max", patience=3)])
+    trainer = L.Trainer(
+        max_epochs=12,
+        reload_dataloaders_every_n_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[checkpoint, EarlyStopping("valid/hr@10", mode="max", patience=3)],
+    )
     trainer.fit(model, dm)
     return trainer.test(model, dm, ckpt_path=checkpoint.best_model_path, verbose=False)[0]["test/ndcg@10"]
 

@@ -8,8 +8,13 @@ from sicsrec.modules import Stage1Module
 
 
 def test_parameter_groups_keep_biases_and_norms_free_of_weight_decay():
-    model = Stage1Module(num_items=30, max_len=5, hidden_size=16, inner_size=16,
-                         optimizer=partial(torch.optim.AdamW, lr=0.01, weight_decay=0.1))
+    model = Stage1Module(
+        num_items=30,
+        max_len=5,
+        hidden_size=16,
+        inner_size=16,
+        optimizer=partial(torch.optim.AdamW, lr=0.01, weight_decay=0.1),
+    )
     optimizer = model.configure_optimizers()
     decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
@@ -20,8 +25,13 @@ def test_parameter_groups_keep_biases_and_norms_free_of_weight_decay():
 
 
 def test_scheduler_is_attached_with_the_validation_monitor():
-    model = Stage1Module(num_items=30, max_len=5, hidden_size=16, inner_size=16,
-                         scheduler=partial(torch.optim.lr_scheduler.ReduceLROnPlateau, mode="max", patience=2))
+    model = Stage1Module(
+        num_items=30,
+        max_len=5,
+        hidden_size=16,
+        inner_size=16,
+        scheduler=partial(torch.optim.lr_scheduler.ReduceLROnPlateau, mode="max", patience=2),
+    )
     config = model.configure_optimizers()
     assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau)
     assert config["lr_scheduler"]["monitor"] == "valid/hr@10"

@@ -8,8 +8,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
-from sicsrec.content.judges import (NONE_ANSWER, EmbeddingJudge, HFJudge, OpenAIJudge, Request, build_prompt,
-                                    parse_answer)
+from sicsrec.content.judges import (
+    NONE_ANSWER,
+    EmbeddingJudge,
+    HFJudge,
+    OpenAIJudge,
+    Request,
+    build_prompt,
+    parse_answer,
+)
 from sicsrec.content.pairs import build_requests, construct_pairs
 from sicsrec.data.prepare import prepare
 from sicsrec.errors import ConfigError
@@ -17,20 +24,23 @@ from sicsrec.errors import ConfigError
 LINES = ["v12-Spicy noodles review", "v7-Cake, with cream", "v3-3 ways to cook", 'v5-"Quoted" title "here"']
 
 
-@pytest.mark.parametrize("answer, expected", [
-    ("v7-Cake, with cream", ("chosen", 1)),
-    ("  v3-3 ways to cook \n", ("chosen", 2)),
-    ("`v12-Spicy noodles review`", ("chosen", 0)),
-    ("v12-Spicy noodles review.", ("chosen", 0)),
-    ("-1", ("none", None)),
-    ('v5-"Quoted" title "here"', ("chosen", 3)),
-    ("v99-Some other video", ("outside", None)),
-    ("v7-Cake with cream", ("invalid", None)),        # right id, wrong title
-    ("The most similar is v7-Cake, with cream", ("invalid", None)),
-    ("", ("invalid", None)),
-    ("I think none of them.", ("invalid", None)),
-    (None, ("failed", None)),
-])
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        ("v7-Cake, with cream", ("chosen", 1)),
+        ("  v3-3 ways to cook \n", ("chosen", 2)),
+        ("`v12-Spicy noodles review`", ("chosen", 0)),
+        ("v12-Spicy noodles review.", ("chosen", 0)),
+        ("-1", ("none", None)),
+        ('v5-"Quoted" title "here"', ("chosen", 3)),
+        ("v99-Some other video", ("outside", None)),
+        ("v7-Cake with cream", ("invalid", None)),  # right id, wrong title
+        ("The most similar is v7-Cake, with cream", ("invalid", None)),
+        ("", ("invalid", None)),
+        ("I think none of them.", ("invalid", None)),
+        (None, ("failed", None)),
+    ],
+)
 def test_parser(answer, expected):
     assert parse_answer(answer, LINES) == expected
 
@@ -65,8 +75,16 @@ def tiny_causal_lm(tmp_path):
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_text_model("minilm"))
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=tokenizer.vocab_size, n_positions=1024, n_embd=32, n_layer=2,
-                                       n_head=2, eos_token_id=tokenizer.sep_token_id))
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=tokenizer.vocab_size,
+            n_positions=1024,
+            n_embd=32,
+            n_layer=2,
+            n_head=2,
+            eos_token_id=tokenizer.sep_token_id,
+        )
+    )
     path = tmp_path / "tiny-lm"
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -143,8 +161,8 @@ def test_openai_judge_counts_failures_and_garbage():
     server = ChatServer(["500", "500", "garbage"])
     try:
         judge = OpenAIJudge(server.url, "m", api_key_env=None, retries=1, timeout=2, backoff=0.01, concurrency=1)
-        assert judge([request()]) == [None]          # two 500s: out of retries → failed
-        assert judge([request()]) == [None]          # a reply that is not JSON → failed, not guessed
+        assert judge([request()]) == [None]  # two 500s: out of retries → failed
+        assert judge([request()]) == [None]  # a reply that is not JSON → failed, not guessed
         assert judge([request()]) == [LINES[0]]
     finally:
         server.close()

@@ -26,8 +26,10 @@ def test_compile_switch_compiles_the_encoders_with_dynamic_shapes_and_keeps_outp
     torch.manual_seed(0)
     model = Stage1Module(num_items=50, max_len=10, hidden_size=16, inner_size=16, num_layers=1, compile=True)
     model.eval()
-    eager = {shape: model.id_encoder(torch.randint(1, 51, shape, generator=torch.Generator().manual_seed(1)))
-             for shape in ((8, 10), (5, 7))}
+    eager = {
+        shape: model.id_encoder(torch.randint(1, 51, shape, generator=torch.Generator().manual_seed(1)))
+        for shape in ((8, 10), (5, 7))
+    }
     model.setup("fit")
     assert model.id_encoder._compiled_call_impl is not None
     keys = set(model.state_dict())

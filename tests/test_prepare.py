@@ -52,7 +52,7 @@ def test_leave_one_out_split():
 
 
 def recbole_prefixes(seq, max_len):
-    return [(tuple(seq[max(0, i - max_len): i]), seq[i]) for i in range(1, len(seq))]
+    return [(tuple(seq[max(0, i - max_len) : i]), seq[i]) for i in range(1, len(seq))]
 
 
 def test_all_positions_trains_every_target_once_on_a_suffix_of_its_own_prefix():
@@ -69,7 +69,7 @@ def test_all_positions_trains_every_target_once_on_a_suffix_of_its_own_prefix():
                 i = position[int(y[pos])]
                 context = tuple(int(v) for v in x[: pos + 1])
                 # what the model sees for target seq[i]: the items just before it, never the target itself
-                assert context == tuple(int(v) for v in seq[i - pos - 1: i]), (list(seq), list(x), list(y))
+                assert context == tuple(int(v) for v in seq[i - pos - 1 : i]), (list(seq), list(x), list(y))
                 assert len(context) >= min(i, max_len - stride + 1)  # a later window keeps max_len - stride of context
                 trained[i] += 1
         assert trained == Counter(range(1, len(seq))), list(seq)  # every target exactly once
@@ -132,11 +132,20 @@ def test_a_lightning_fit_reshuffles_batches_every_epoch(generated):
                 self.seen.append(batch["input"].clone())
 
     record = FirstBatches()
-    trainer = L.Trainer(max_epochs=3, reload_dataloaders_every_n_epochs=1,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0, callbacks=[record])
-    trainer.fit(Stage1Module(hidden_size=8, inner_size=8, num_layers=1),
-                SequenceDataModule(str(generated), max_len=10, batch_size=256, seed=0))
+    trainer = L.Trainer(
+        max_epochs=3,
+        reload_dataloaders_every_n_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[record],
+    )
+    trainer.fit(
+        Stage1Module(hidden_size=8, inner_size=8, num_layers=1),
+        SequenceDataModule(str(generated), max_len=10, batch_size=256, seed=0),
+    )
     first = record.seen
     assert len(first) == 3
     assert not any(a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, first[1:]))

@@ -14,8 +14,9 @@ def fake_run(folder, name, seed, ndcg10, hr10, views=("",)):
     rows = ["epoch,step," + ",".join(f"valid/{v + '/' if v else ''}hr@10" for v in views)]
     for view in views:
         tag = f"test/{view}/" if view else "test/"
-        report.update({tag + "ndcg@10": ndcg10, tag + "hr@10": hr10, tag + "ndcg@5": ndcg10 / 2,
-                       tag + "ndcg@20": ndcg10 * 1.2})
+        report.update(
+            {tag + "ndcg@10": ndcg10, tag + "hr@10": hr10, tag + "ndcg@5": ndcg10 / 2, tag + "ndcg@20": ndcg10 * 1.2}
+        )
     for epoch in range(3):
         rows.append(f"{epoch},{epoch * 10}," + ",".join(str(0.1 * (epoch + 1)) for _ in views))
     (run / "metrics.json").write_text(json.dumps(report))
@@ -31,8 +32,16 @@ def test_report_tables_mean_and_std_over_seeds_and_replaces_its_block(tmp_path, 
     fake_run(tmp_path / "runs" / "gen" / "stage1", "seed2024", 2024, 0.08, 0.16, views=("id", "content"))
     out = tmp_path / "results.md"
     out.write_text("# Results\n\nnarrative kept\n")
-    args = [str(stage2), str(tmp_path / "runs" / "gen" / "stage1"), "--out", str(out),
-            "--figures", str(tmp_path / "figures"), "--title", "Gen"]
+    args = [
+        str(stage2),
+        str(tmp_path / "runs" / "gen" / "stage1"),
+        "--out",
+        str(out),
+        "--figures",
+        str(tmp_path / "figures"),
+        "--title",
+        "Gen",
+    ]
     main(["report", *args])
     text = out.read_text()
     mean, std = 100 * statistics.mean(values.values()), 100 * statistics.stdev(values.values())
@@ -56,6 +65,7 @@ def test_validation_curve_puts_a_validated_starting_point_at_epoch_minus_one(tmp
     from sicsrec.report import validation_curve
 
     path = tmp_path / "metrics.csv"
-    path.write_text("epoch,start/valid/hr@10,step,train/loss,valid/hr@10\n,0.25,0,,\n0,,19,,0.24\n0,,19,3.1,\n"
-                    "1,,39,,0.26\n")
+    path.write_text(
+        "epoch,start/valid/hr@10,step,train/loss,valid/hr@10\n,0.25,0,,\n0,,19,,0.24\n0,,19,3.1,\n1,,39,,0.26\n"
+    )
     assert validation_curve(path) == [(-1, 0.25), (0, 0.24), (1, 0.26)]

@@ -31,26 +31,55 @@ class KillAt(L.Callback):
             os.kill(os.getpid(), self.sig)
 
 
-def fit(tmp_path: Path, root: Path, name: str, seed: int, *extra: str, kill_at: int | None = None,
-        sig: int = int(signal.SIGKILL), checkpoints: str | None = None,
-        in_process: bool = False) -> subprocess.CompletedProcess:
+def fit(
+    tmp_path: Path,
+    root: Path,
+    name: str,
+    seed: int,
+    *extra: str,
+    kill_at: int | None = None,
+    sig: int = int(signal.SIGKILL),
+    checkpoints: str | None = None,
+    in_process: bool = False,
+) -> subprocess.CompletedProcess:
     """``sicsrec fit`` of a tiny model; in its own process where it is to be killed (the runs it is
     compared with may run in this one: the same seed gives the same steps either way)."""
-    callbacks = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                  "init_args": {"dirpath": str(tmp_path / (checkpoints or name)), "every_n_train_steps": 1,
-                                "save_last": True, "save_top_k": 0}}]
+    callbacks = [
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {
+                "dirpath": str(tmp_path / (checkpoints or name)),
+                "every_n_train_steps": 1,
+                "save_last": True,
+                "save_top_k": 0,
+            },
+        }
+    ]
     if kill_at is not None:
         callbacks.append({"class_path": "tests.test_resume.KillAt", "init_args": {"step": kill_at, "sig": sig}})
-    cfg = {"seed_everything": seed,
-           "trainer": {"accelerator": "cpu", "max_epochs": 3, "enable_progress_bar": False,
-                       "enable_model_summary": False, "log_every_n_steps": 1, "callbacks": callbacks,
-                       "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                                  "init_args": {"save_dir": str(tmp_path), "name": "runs", "version": name}}},
-           "model": {"class_path": "sicsrec.modules.Stage1Module",
-                     "init_args": {"hidden_size": 16, "inner_size": 16, "num_layers": 1, "dropout": 0.3,
-                                   "attn_dropout": 0.3}},
-           "data": {"class_path": "sicsrec.data.SequenceDataModule",
-                    "init_args": {"root": str(root), "max_len": 10, "batch_size": 512}}}
+    cfg = {
+        "seed_everything": seed,
+        "trainer": {
+            "accelerator": "cpu",
+            "max_epochs": 3,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "log_every_n_steps": 1,
+            "callbacks": callbacks,
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.CSVLogger",
+                "init_args": {"save_dir": str(tmp_path), "name": "runs", "version": name},
+            },
+        },
+        "model": {
+            "class_path": "sicsrec.modules.Stage1Module",
+            "init_args": {"hidden_size": 16, "inner_size": 16, "num_layers": 1, "dropout": 0.3, "attn_dropout": 0.3},
+        },
+        "data": {
+            "class_path": "sicsrec.data.SequenceDataModule",
+            "init_args": {"root": str(root), "max_len": 10, "batch_size": 512},
+        },
+    }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     if in_process:
@@ -58,8 +87,14 @@ def fit(tmp_path: Path, root: Path, name: str, seed: int, *extra: str, kill_at: 
             main(["fit", "--config", str(path), *extra])
         return subprocess.CompletedProcess([], 0, "", "")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "sicsrec.cli", "fit", "--config", str(path), *extra],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "sicsrec.cli", "fit", "--config", str(path), *extra],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def metrics(tmp_path: Path, name: str) -> dict[str, float]:
@@ -136,7 +171,9 @@ def test_a_run_resumed_in_its_own_folder_keeps_the_metrics_logged_before_the_sto
     assert step_losses(tmp, name) == whole  # no training step lost or repeated, the same dropout draws
     assert metrics(tmp, name) == metrics(tmp, "whole")
     report = json.loads((tmp / "runs" / name / "metrics.json").read_text())
-    assert report["resumed_from"].endswith("last.ckpt") and report["seconds_per_epoch"] is None  # timing of part of a run
+    assert (
+        report["resumed_from"].endswith("last.ckpt") and report["seconds_per_epoch"] is None
+    )  # timing of part of a run
     assert json.loads((tmp / "runs" / "whole" / "metrics.json").read_text())["resumed_from"] is None
     main(["test", "--config", str(tmp / f"{name}.yaml"), "--ckpt_path", str(tmp / name / "last.ckpt")])
     assert valid_rows(tmp, name) == valid_rows(tmp, "whole")  # a later `test` in the same folder keeps the curve
@@ -156,8 +193,17 @@ def test_every_epoch_is_validated_once_at_its_end_though_its_number_of_batches_c
         counts.append(len(sampler))
     assert len(set(counts)) > 1, counts  # otherwise this test shows nothing
 
-    fit(tmp_path, generated, "varying", 1, "--data.init_args.batch_size", "100", "--trainer.max_epochs", "4",
-        in_process=True)
+    fit(
+        tmp_path,
+        generated,
+        "varying",
+        1,
+        "--data.init_args.batch_size",
+        "100",
+        "--trainer.max_epochs",
+        "4",
+        in_process=True,
+    )
     with open(tmp_path / "runs" / "varying" / "metrics.csv") as f:
         validated = [(int(r["epoch"]), int(r["step"])) for r in csv.DictReader(f) if r.get("valid/hr@10")]
     print("batches per epoch:", counts, "validations (epoch, step):", validated)

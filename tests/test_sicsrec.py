@@ -21,9 +21,15 @@ def datamodule(generated, features):
 
 def fit(model, dm, tmp_path, epochs=2):
     ckpt = ModelCheckpoint(dirpath=tmp_path, monitor="valid/hr@10", mode="max")
-    trainer = L.Trainer(max_epochs=epochs, reload_dataloaders_every_n_epochs=1,
-                        logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[ckpt], num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        reload_dataloaders_every_n_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ckpt],
+        num_sanity_val_steps=0,
+    )
     trainer.fit(model, dm)
     return trainer, ckpt.best_model_path
 
@@ -93,8 +99,11 @@ def test_lora_adds_under_five_percent_of_each_frozen_encoder(generated, features
     for name in ("id_encoder", "content_encoder"):
         # counted from the stage-1 model alone: rank × (in + out) for every targeted Linear
         encoder = getattr(model, name)
-        expected = sum(rank * (m.in_features + m.out_features) for n, m in encoder.named_modules()
-                       if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in targets)
+        expected = sum(
+            rank * (m.in_features + m.out_features)
+            for n, m in encoder.named_modules()
+            if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in targets
+        )
         frozen = sum(p.numel() for p in encoder.parameters())
         lora = sum(p.numel() for n, p in getattr(stage2.stage1, name).named_parameters() if "lora_" in n)
         assert lora == expected > 0, (name, lora, expected)  # every targeted layer has its adapter
@@ -102,8 +111,9 @@ def test_lora_adds_under_five_percent_of_each_frozen_encoder(generated, features
         assert stage2.lora_report()[name] == {"lora": lora, "frozen": frozen, "share": lora / frozen}
 
 
-def test_stage2_checkpoint_holds_only_what_stage2_trained_and_rebuilds_exactly(generated, features, stage1_checkpoint,
-                                                                               tmp_path):
+def test_stage2_checkpoint_holds_only_what_stage2_trained_and_rebuilds_exactly(
+    generated, features, stage1_checkpoint, tmp_path
+):
     L.seed_everything(0, verbose=False)
     dm = datamodule(generated, features)
     model = Stage2Module(stage1_checkpoint, dropout=0.1, attn_dropout=0.1, item_dropout=0.1)
@@ -115,8 +125,9 @@ def test_stage2_checkpoint_holds_only_what_stage2_trained_and_rebuilds_exactly(g
     assert saved["stage1_checkpoint"]["sha256"] == model.hparams.stage1_sha256
     expected = trainer.test(model, dm, ckpt_path=path, verbose=False)[0]
     fresh = Stage2Module(stage1_checkpoint, dropout=0.1, attn_dropout=0.1, item_dropout=0.1)
-    again = L.Trainer(logger=False, enable_progress_bar=False).test(fresh, datamodule(generated, features),
-                                                                     ckpt_path=path, verbose=False)[0]
+    again = L.Trainer(logger=False, enable_progress_bar=False).test(
+        fresh, datamodule(generated, features), ckpt_path=path, verbose=False
+    )[0]
     assert again == pytest.approx(expected, abs=1e-6)
 
 
@@ -129,8 +140,9 @@ def test_stage2_refuses_a_changed_stage1_checkpoint(generated, features, stage1_
 
 
 @pytest.mark.parametrize("use_decoder", [True, False])
-def test_stage2_scoring_with_content_starts_from_the_sum_of_both_stage1_encoders(generated, features,
-                                                                                 stage1_checkpoint, use_decoder):
+def test_stage2_scoring_with_content_starts_from_the_sum_of_both_stage1_encoders(
+    generated, features, stage1_checkpoint, use_decoder
+):
     """Untrained, the fused model must score exactly what the two stage-1 encoders score together."""
     dm = datamodule(generated, features)
     dm.setup("fit")
@@ -162,15 +174,19 @@ def test_one_stage_training_trains_every_part_and_rebuilds_from_its_own_checkpoi
     assert not any("lora_" in n for n in before)
     assert all(p.requires_grad for p in model.parameters())
     trainer, path = fit(model, dm, tmp_path)
-    moved = {n.split(".")[0] + "." + n.split(".")[1] for n, p in model.named_parameters()
-             if not torch.equal(p.detach(), before[n])}
+    moved = {
+        n.split(".")[0] + "." + n.split(".")[1]
+        for n, p in model.named_parameters()
+        if not torch.equal(p.detach(), before[n])
+    }
     assert {"stage1.id_encoder", "stage1.content_encoder", "decoder.layers", "fusion.delta"} <= moved
     saved = torch.load(path, map_location="cpu", weights_only=True)
     assert set(saved["state_dict"]) == set(before) and "stage1_checkpoint" not in saved
     expected = trainer.test(model, dm, ckpt_path=path, verbose=False)[0]
     fresh = Stage2Module(None, encoders=TINY, score_with_content=True, item_dropout=0.0)
-    again = L.Trainer(logger=False, enable_progress_bar=False).test(fresh, datamodule(generated, features),
-                                                                     ckpt_path=path, verbose=False)[0]
+    again = L.Trainer(logger=False, enable_progress_bar=False).test(
+        fresh, datamodule(generated, features), ckpt_path=path, verbose=False
+    )[0]
     assert again == pytest.approx(expected, abs=1e-6)
     wrong = Stage2Module(None, encoders={"num_items": 3})
     wrong.bind_features(dm)
@@ -178,8 +194,9 @@ def test_one_stage_training_trains_every_part_and_rebuilds_from_its_own_checkpoi
         wrong.bind_data(dm.num_items, dm.max_len)
 
 
-def test_validating_the_starting_point_keeps_it_when_tuning_only_hurts(generated, features, stage1_checkpoint,
-                                                                       tmp_path):
+def test_validating_the_starting_point_keeps_it_when_tuning_only_hurts(
+    generated, features, stage1_checkpoint, tmp_path
+):
     """A learning rate that wrecks the model: the best checkpoint must be the untuned start (the sum
     of both stage-1 encoders), early stopping must count patience from it, and testing "best" must
     give the start's numbers."""
@@ -192,12 +209,18 @@ def test_validating_the_starting_point_keeps_it_when_tuning_only_hurts(generated
     model = Stage2Module(stage1_checkpoint, score_with_content=True, optimizer=wreck)
     dm = datamodule(generated, features)
     start = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).validate(
-        model, dm, verbose=False)[0]
+        model, dm, verbose=False
+    )[0]
     ckpt = ModelCheckpoint(dirpath=tmp_path, monitor="valid/hr@10", mode="max", filename="best")
-    trainer = L.Trainer(max_epochs=6, reload_dataloaders_every_n_epochs=1,
-                        logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, callbacks=[ValidateStartingPoint(), ckpt,
-                                                           EarlyStopping("valid/hr@10", mode="max", patience=2)])
+    trainer = L.Trainer(
+        max_epochs=6,
+        reload_dataloaders_every_n_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[ValidateStartingPoint(), ckpt, EarlyStopping("valid/hr@10", mode="max", patience=2)],
+    )
     trainer.fit(model, dm)
     assert trainer.current_epoch == 2  # two epochs without beating the start, then stop
     assert float(ckpt.best_model_score) == pytest.approx(start["valid/hr@10"])
@@ -208,12 +231,14 @@ def test_validating_the_starting_point_keeps_it_when_tuning_only_hurts(generated
     tested = trainer.test(model, dm, ckpt_path="best", verbose=False)[0]
     assert float(ckpt.best_model_score) == pytest.approx(start["valid/hr@10"])  # loading it keeps the record
     again = L.Trainer(logger=False, enable_progress_bar=False).test(
-        Stage2Module(stage1_checkpoint, score_with_content=True), datamodule(generated, features), verbose=False)[0]
+        Stage2Module(stage1_checkpoint, score_with_content=True), datamodule(generated, features), verbose=False
+    )[0]
     assert tested == pytest.approx(again, abs=1e-6)
 
 
-def test_a_resumed_stage2_fit_does_not_validate_its_start_again(generated, features, stage1_checkpoint, tmp_path,
-                                                               monkeypatch):
+def test_a_resumed_stage2_fit_does_not_validate_its_start_again(
+    generated, features, stage1_checkpoint, tmp_path, monkeypatch
+):
     from sicsrec.callbacks import ValidateStartingPoint
 
     evaluations = []
@@ -222,9 +247,15 @@ def test_a_resumed_stage2_fit_does_not_validate_its_start_again(generated, featu
 
     def trainer(epochs):
         ckpt = ModelCheckpoint(dirpath=tmp_path, monitor="valid/hr@10", mode="max", filename="best", save_last=True)
-        return L.Trainer(max_epochs=epochs, reload_dataloaders_every_n_epochs=1, logger=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         callbacks=[ValidateStartingPoint(), ckpt]), ckpt
+        return L.Trainer(
+            max_epochs=epochs,
+            reload_dataloaders_every_n_epochs=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            callbacks=[ValidateStartingPoint(), ckpt],
+        ), ckpt
 
     L.seed_everything(0, verbose=False)
     first, _ = trainer(1)
@@ -233,15 +264,19 @@ def test_a_resumed_stage2_fit_does_not_validate_its_start_again(generated, featu
     start = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=True)
     start_best = start["callbacks"][next(k for k in start["callbacks"] if k.startswith("ModelCheckpoint"))]
     resumed, ckpt = trainer(2)
-    resumed.fit(Stage2Module(stage1_checkpoint, item_dropout=0.1), datamodule(generated, features),
-                ckpt_path=str(tmp_path / "last.ckpt"))
+    resumed.fit(
+        Stage2Module(stage1_checkpoint, item_dropout=0.1),
+        datamodule(generated, features),
+        ckpt_path=str(tmp_path / "last.ckpt"),
+    )
     assert len(evaluations) == 1  # the start was validated in the first run only
     assert resumed.current_epoch == 2
     assert float(ckpt.best_model_score) >= float(start_best["best_model_score"])  # the record carried over
 
 
-def test_a_stage2_checkpoint_refuses_another_stage1_file_under_the_same_path(generated, features, stage1_checkpoint,
-                                                                            tmp_path):
+def test_a_stage2_checkpoint_refuses_another_stage1_file_under_the_same_path(
+    generated, features, stage1_checkpoint, tmp_path
+):
     import shutil
 
     stage1 = tmp_path / "stage1.ckpt"
@@ -252,8 +287,9 @@ def test_a_stage2_checkpoint_refuses_another_stage1_file_under_the_same_path(gen
     other["state_dict"]["id_encoder.item_embedding.weight"] += 0.01  # another stage-1 model, same path
     torch.save(other, stage1)
     with pytest.raises(ConfigError, match="trained on a stage-1 checkpoint with sha256"):
-        L.Trainer(logger=False, enable_progress_bar=False).test(Stage2Module(str(stage1)),
-                                                                datamodule(generated, features), ckpt_path=path)
+        L.Trainer(logger=False, enable_progress_bar=False).test(
+            Stage2Module(str(stage1)), datamodule(generated, features), ckpt_path=path
+        )
 
 
 def test_ninerec_protocol_masks_the_history_in_the_models_own_scores(generated, features, stage1_checkpoint):
@@ -263,7 +299,8 @@ def test_ninerec_protocol_masks_the_history_in_the_models_own_scores(generated, 
     for protocol in ("recbole", "ninerec"):
         model = Stage1Module.load_from_checkpoint(stage1_checkpoint, weights_only=True, protocol=protocol)
         tested[protocol] = L.Trainer(logger=False, enable_progress_bar=False).test(
-            model, datamodule(generated, features), verbose=False)[0]
+            model, datamodule(generated, features), verbose=False
+        )[0]
     dm = datamodule(generated, features)
     dm.setup("test")
     model.bind_features(dm)

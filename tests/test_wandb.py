@@ -23,8 +23,8 @@ def wandb_records(path: Path):
         if block - pos % block < 7:  # a block's tail too short for a header is padding
             pos += block - pos % block
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        piece, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        piece, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind == 0 and length == 0:
             break
         pending = piece if kind in (1, 2) else pending + piece
@@ -58,14 +58,17 @@ def test_a_fit_logs_offline_and_the_run_folder_holds_config_curves_and_test_metr
     for record in wandb_records(runs[0]):
         kind = record.WhichOneof("record_type")
         if kind == "history":
-            history.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                            for item in record.history.item})
+            history.append(
+                {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+            )
         elif kind == "summary":
-            summary.update({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                            for item in record.summary.update})
+            summary.update(
+                {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.summary.update}
+            )
         elif kind == "config":
-            config.update({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                           for item in record.config.update})
+            config.update(
+                {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.config.update}
+            )
     # the resolved config, as the CLI ran it, and the model's size
     assert config["config"]["model"]["init_args"]["hidden_size"] == 16
     assert config["config"]["data"]["init_args"]["root"] == str(generated)

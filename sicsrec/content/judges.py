@@ -32,12 +32,16 @@ from sicsrec.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-INSTRUCTION = ("You judge which video is most similar in content to a target video. You are given the "
-               "target video's title and a list of candidate videos the same user watched before it, one per "
-               "line as ID-title.")
-GUIDANCE = ("Answer with exactly one line copied from the candidate list, in the form ID-title, for the "
-            "candidate most similar to the target. If none is similar, answer exactly -1. Any other answer "
-            "is invalid.")
+INSTRUCTION = (
+    "You judge which video is most similar in content to a target video. You are given the "
+    "target video's title and a list of candidate videos the same user watched before it, one per "
+    "line as ID-title."
+)
+GUIDANCE = (
+    "Answer with exactly one line copied from the candidate list, in the form ID-title, for the "
+    "candidate most similar to the target. If none is similar, answer exactly -1. Any other answer "
+    "is invalid."
+)
 NONE_ANSWER = "-1"
 
 
@@ -46,10 +50,10 @@ class Request:
     """One user's question: the target (its training part's last item) and earlier candidates."""
 
     user: str
-    target: int                      # internal ids
+    target: int  # internal ids
     candidates: list[int]
     target_title: str
-    candidate_lines: list[str]       # "ID-title", ID the item's original id
+    candidate_lines: list[str]  # "ID-title", ID the item's original id
 
     @property
     def prompt(self) -> str:
@@ -57,8 +61,9 @@ class Request:
 
 
 def build_prompt(target_title: str, candidate_lines: list[str]) -> str:
-    return (f"{INSTRUCTION}\n\nTarget video: {target_title}\nCandidates:\n" + "\n".join(candidate_lines)
-            + f"\n\n{GUIDANCE}")
+    return (
+        f"{INSTRUCTION}\n\nTarget video: {target_title}\nCandidates:\n" + "\n".join(candidate_lines) + f"\n\n{GUIDANCE}"
+    )
 
 
 def parse_answer(answer: str | None, candidate_lines: list[str]) -> tuple[str, int | None]:
@@ -112,8 +117,10 @@ class EmbeddingJudge(Judge):
     @torch.inference_mode()
     def setup(self, titles: list[str]) -> None:
         self.text.eval()
-        chunks = [self.text(**self.text.tokenize(titles[i: i + self.batch_size]))
-                  for i in range(0, len(titles), self.batch_size)]
+        chunks = [
+            self.text(**self.text.tokenize(titles[i : i + self.batch_size]))
+            for i in range(0, len(titles), self.batch_size)
+        ]
         emb = torch.nn.functional.normalize(torch.cat(chunks), dim=-1).numpy()
         self.embeddings = np.concatenate([np.zeros((1, emb.shape[1]), np.float32), emb])
 
@@ -139,8 +146,15 @@ class HFJudge(Judge):
         device: ``cpu``, ``cuda`` …
     """
 
-    def __init__(self, model: str, constrained: bool = True, batch_size: int = 8, max_new_tokens: int = 64,
-                 dtype: str = "float32", device: str = "cpu"):
+    def __init__(
+        self,
+        model: str,
+        constrained: bool = True,
+        batch_size: int = 8,
+        max_new_tokens: int = 64,
+        dtype: str = "float32",
+        device: str = "cpu",
+    ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = resolve_text_model(model)
@@ -152,8 +166,13 @@ class HFJudge(Judge):
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
-        self.eos = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else \
-            self.tokenizer.sep_token_id if self.tokenizer.sep_token_id is not None else self.tokenizer.pad_token_id
+        self.eos = (
+            self.tokenizer.eos_token_id
+            if self.tokenizer.eos_token_id is not None
+            else self.tokenizer.sep_token_id
+            if self.tokenizer.sep_token_id is not None
+            else self.tokenizer.pad_token_id
+        )
         self.name, self.constrained, self.batch_size = model, constrained, batch_size
         self.max_new_tokens, self.device = max_new_tokens, device
 
@@ -162,8 +181,9 @@ class HFJudge(Judge):
 
     def _text(self, prompt: str) -> str:
         if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                      add_generation_prompt=True)
+            return self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
         return prompt + "\nAnswer: "
 
     def _encode(self, answer: str) -> tuple[int, ...]:
@@ -173,9 +193,10 @@ class HFJudge(Judge):
     def __call__(self, requests: list[Request]) -> list[str | None]:
         answers: list[str | None] = []
         for start in range(0, len(requests), self.batch_size):
-            chunk = requests[start: start + self.batch_size]
-            batch = self.tokenizer([self._text(r.prompt) for r in chunk], return_tensors="pt", padding=True,
-                                   add_special_tokens=False).to(self.device)
+            chunk = requests[start : start + self.batch_size]
+            batch = self.tokenizer(
+                [self._text(r.prompt) for r in chunk], return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(self.device)
             prompt_len = batch["input_ids"].shape[1]
             kwargs = dict(do_sample=False, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos)
             if self.constrained:
@@ -185,11 +206,12 @@ class HFJudge(Judge):
                     done = tuple(ids[prompt_len:].tolist())
                     if done and done[-1] == self.eos and done in options[row]:
                         return [self.eos]  # finished: keep padding with EOS
-                    nxt = {seq[len(done)] for seq in options[row] if len(seq) > len(done) and seq[:len(done)] == done}
+                    nxt = {seq[len(done)] for seq in options[row] if len(seq) > len(done) and seq[: len(done)] == done}
                     return sorted(nxt) or [self.eos]
 
-                kwargs.update(prefix_allowed_tokens_fn=allowed,
-                              max_new_tokens=max(len(s) for opts in options for s in opts))
+                kwargs.update(
+                    prefix_allowed_tokens_fn=allowed, max_new_tokens=max(len(s) for opts in options for s in opts)
+                )
             else:
                 kwargs.update(max_new_tokens=self.max_new_tokens)
             out = self.model.generate(**batch, **kwargs)[:, prompt_len:]
@@ -216,9 +238,17 @@ class OpenAIJudge(Judge):
         max_tokens: answer length limit.
     """
 
-    def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY",
-                 concurrency: int = 8, retries: int = 3, timeout: float = 60.0, backoff: float = 1.0,
-                 max_tokens: int = 64):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        concurrency: int = 8,
+        retries: int = 3,
+        timeout: float = 60.0,
+        backoff: float = 1.0,
+        max_tokens: int = 64,
+    ):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.api_key_env, self.concurrency = model, api_key_env, concurrency
         self.retries, self.timeout, self.backoff, self.max_tokens = retries, timeout, backoff, max_tokens
@@ -227,8 +257,14 @@ class OpenAIJudge(Judge):
         return {"judge": "openai", "url": self.url, "model": self.model}
 
     def _ask(self, prompt: str) -> str | None:
-        body = json.dumps({"model": self.model, "temperature": 0, "max_tokens": self.max_tokens,
-                           "messages": [{"role": "user", "content": prompt}]}).encode()
+        body = json.dumps(
+            {
+                "model": self.model,
+                "temperature": 0,
+                "max_tokens": self.max_tokens,
+                "messages": [{"role": "user", "content": prompt}],
+            }
+        ).encode()
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
         if key:

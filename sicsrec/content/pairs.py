@@ -68,8 +68,15 @@ def read_judgements(path: Path) -> list[dict]:
     return rows
 
 
-def construct_pairs(data: PreparedData, judge: Judge, out: str | Path, text_column: str = "en",
-                    max_candidates: int = 20, chunk: int = 64, progress: bool = True) -> dict:
+def construct_pairs(
+    data: PreparedData,
+    judge: Judge,
+    out: str | Path,
+    text_column: str = "en",
+    max_candidates: int = 20,
+    chunk: int = 64,
+    progress: bool = True,
+) -> dict:
     from tqdm.auto import tqdm
 
     out = Path(out)
@@ -77,14 +84,15 @@ def construct_pairs(data: PreparedData, judge: Judge, out: str | Path, text_colu
     data.titles_in(text_column)
     requests, without = build_requests(data, text_column, max_candidates)
     log_path = out / "judgements.jsonl"
-    setting = {"data_key": data.key, "text_column": text_column, "max_candidates": max_candidates,
-               **judge.describe()}
+    setting = {"data_key": data.key, "text_column": text_column, "max_candidates": max_candidates, **judge.describe()}
     setting_path = out / "judgements.setting.json"
     if log_path.is_file() and log_path.stat().st_size:
         before = json.loads(setting_path.read_text()) if setting_path.is_file() else None
         if before != json.loads(json.dumps(setting)):
-            raise ConfigError(f"{out} holds judgements made for another dataset, judge or setting "
-                              f"({setting_path}): use another `out` folder or delete it to start over")
+            raise ConfigError(
+                f"{out} holds judgements made for another dataset, judge or setting "
+                f"({setting_path}): use another `out` folder or delete it to start over"
+            )
     else:
         write_json_atomic(setting_path, setting)
     done = read_judgements(log_path)
@@ -92,37 +100,66 @@ def construct_pairs(data: PreparedData, judge: Judge, out: str | Path, text_colu
     todo = [r for r in requests if r.user not in judged]
     if todo:
         judge.setup(data.titles[text_column])
-    with open(log_path, "a", encoding="utf-8") as f, \
-            tqdm(total=len(requests), initial=len(requests) - len(todo), desc="pairs", unit="user",
-                 disable=not progress) as bar:
+    with (
+        open(log_path, "a", encoding="utf-8") as f,
+        tqdm(
+            total=len(requests), initial=len(requests) - len(todo), desc="pairs", unit="user", disable=not progress
+        ) as bar,
+    ):
         for start in range(0, len(todo), chunk):
-            batch = todo[start: start + chunk]
+            batch = todo[start : start + chunk]
             answers = judge(batch)
             for r, answer in zip(batch, answers):
                 status, index = parse_answer(answer, r.candidate_lines)
-                row = {"user": r.user, "target": data.item_ids[r.target - 1], "answer": answer, "status": status,
-                       "chosen": None if index is None else data.item_ids[r.candidates[index] - 1]}
+                row = {
+                    "user": r.user,
+                    "target": data.item_ids[r.target - 1],
+                    "answer": answer,
+                    "status": status,
+                    "chosen": None if index is None else data.item_ids[r.candidates[index] - 1],
+                }
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
                 done.append(row)
             f.flush()
             os.fsync(f.fileno())
             bar.update(len(batch))
     counts = Counter(row["status"] for row in done)
-    report = {"users": data.num_users, "asked": len(done), "answered": len(done) - counts["failed"],
-              "parsed": counts["chosen"] + counts["none"], **{s: counts[s] for s in STATUSES},
-              "without_candidates": without, "judged_this_run": len(todo), "max_candidates": max_candidates,
-              "text_column": text_column, "dataset": data.name, **judge.describe()}
+    report = {
+        "users": data.num_users,
+        "asked": len(done),
+        "answered": len(done) - counts["failed"],
+        "parsed": counts["chosen"] + counts["none"],
+        **{s: counts[s] for s in STATUSES},
+        "without_candidates": without,
+        "judged_this_run": len(todo),
+        "max_candidates": max_candidates,
+        "text_column": text_column,
+        "dataset": data.name,
+        **judge.describe(),
+    }
     with atomic_path(out / "pairs.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as f:
         for row in done:
             if row["status"] == "chosen":
-                f.write(json.dumps({"user": row["user"], "target": row["target"], "chosen": row["chosen"]},
-                                   ensure_ascii=False) + "\n")
+                f.write(
+                    json.dumps(
+                        {"user": row["user"], "target": row["target"], "chosen": row["chosen"]}, ensure_ascii=False
+                    )
+                    + "\n"
+                )
     write_json_atomic(out / "pairs_report.json", report)
     return report
 
 
-def run_pairs(root: str, judge: Judge | None = None, out: str = "runs/pairs", text_column: str = "en",
-              max_candidates: int = 20, chunk: int = 64, min_seq_len: int = 3, cache_dir: str | None = None) -> dict:
+def run_pairs(
+    root: str,
+    judge: Judge | None = None,
+    out: str = "runs/pairs",
+    text_column: str = "en",
+    max_candidates: int = 20,
+    chunk: int = 64,
+    min_seq_len: int = 3,
+    cache_dir: str | None = None,
+) -> dict:
     """Judge one pair per user and write ``pairs.jsonl`` + ``pairs_report.json`` under ``out``.
 
     Args:

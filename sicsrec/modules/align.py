@@ -34,25 +34,37 @@ def _init_args(encoder: nn.Module | None) -> dict | None:
 
 class AlignModule(L.LightningModule):
     """Args:
-        text: text encoder (null: no text modality).
-        image: image encoder (null: no image modality).
-        proj_dim: size of the shared space.
-        temperature: τ of the three InfoNCE terms.
-        weight_t2t, weight_i2i, weight_t2i: loss weights.
-        trainable: ``top_k`` (top blocks of each encoder), ``lora`` (peft adapters), ``all`` or ``heads``.
-        top_k_layers: blocks trained per encoder with ``top_k``.
-        lora_rank, lora_alpha, lora_dropout: LoRA settings.
-        lora_targets: module-name suffixes LoRA wraps (default: attention and feed-forward linears
-            of BERT-like text models; 1×1 convolutions are not wrapped).
-        optimizer, scheduler: callables; parameter groups are kept.
+    text: text encoder (null: no text modality).
+    image: image encoder (null: no image modality).
+    proj_dim: size of the shared space.
+    temperature: τ of the three InfoNCE terms.
+    weight_t2t, weight_i2i, weight_t2i: loss weights.
+    trainable: ``top_k`` (top blocks of each encoder), ``lora`` (peft adapters), ``all`` or ``heads``.
+    top_k_layers: blocks trained per encoder with ``top_k``.
+    lora_rank, lora_alpha, lora_dropout: LoRA settings.
+    lora_targets: module-name suffixes LoRA wraps (default: attention and feed-forward linears
+        of BERT-like text models; 1×1 convolutions are not wrapped).
+    optimizer, scheduler: callables; parameter groups are kept.
     """
 
-    def __init__(self, text: TextEncoder | None = None, image: ImageEncoder | None = None, proj_dim: int = 64,
-                 temperature: float = 0.07, weight_t2t: float = 1.0, weight_i2i: float = 1.0,
-                 weight_t2i: float = 1.0, trainable: Literal["top_k", "lora", "all", "heads"] = "top_k",
-                 top_k_layers: int = 2, lora_rank: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.0,
-                 lora_targets: list[str] | None = None,
-                 optimizer: OptimizerCallable = torch.optim.AdamW, scheduler: LRSchedulerCallable | None = None):
+    def __init__(
+        self,
+        text: TextEncoder | None = None,
+        image: ImageEncoder | None = None,
+        proj_dim: int = 64,
+        temperature: float = 0.07,
+        weight_t2t: float = 1.0,
+        weight_i2i: float = 1.0,
+        weight_t2i: float = 1.0,
+        trainable: Literal["top_k", "lora", "all", "heads"] = "top_k",
+        top_k_layers: int = 2,
+        lora_rank: int = 8,
+        lora_alpha: int = 16,
+        lora_dropout: float = 0.0,
+        lora_targets: list[str] | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+    ):
         super().__init__()
         self.text, self.image = _encoder(TextEncoder, text), _encoder(ImageEncoder, image)
         if self.text is None and self.image is None:
@@ -81,15 +93,22 @@ class AlignModule(L.LightningModule):
                 continue
             enc.requires_grad_(h.trainable == "all")
             if h.trainable == "top_k" and h.top_k_layers > 0:
-                for block in enc.layers()[-h.top_k_layers:]:
+                for block in enc.layers()[-h.top_k_layers :]:
                     block.requires_grad_(True)
             elif h.trainable == "lora":
                 from peft import LoraConfig, inject_adapter_in_model
 
-                targets = h.lora_targets or ["query", "key", "value", "attention.output.dense",
-                                             "intermediate.dense", "output.dense"]
-                config = LoraConfig(r=h.lora_rank, lora_alpha=h.lora_alpha, lora_dropout=h.lora_dropout,
-                                    target_modules=targets)
+                targets = h.lora_targets or [
+                    "query",
+                    "key",
+                    "value",
+                    "attention.output.dense",
+                    "intermediate.dense",
+                    "output.dense",
+                ]
+                config = LoraConfig(
+                    r=h.lora_rank, lora_alpha=h.lora_alpha, lora_dropout=h.lora_dropout, target_modules=targets
+                )
                 try:
                     inject_adapter_in_model(config, enc.model)
                 except ValueError as err:
@@ -131,8 +150,13 @@ class AlignModule(L.LightningModule):
             if h.weight_i2i > 0 and keep.sum() > 1:
                 imgs_a = [im for im, k in zip(batch["target_images"], keep) if k]
                 imgs_b = [im for im, k in zip(batch["chosen_images"], keep) if k]
-                out["i2i"] = info_nce(self.embed_image(imgs_a), self.embed_image(imgs_b),
-                                      batch["target"][keep], batch["chosen"][keep], tau)
+                out["i2i"] = info_nce(
+                    self.embed_image(imgs_a),
+                    self.embed_image(imgs_b),
+                    batch["target"][keep],
+                    batch["chosen"][keep],
+                    tau,
+                )
         if self.text is not None and self.image is not None and h.weight_t2i > 0 and len(batch["items"]) > 1:
             t, i = self.embed_text(batch["item_titles"]), self.embed_image(batch["item_images"])
             out["t2i"] = info_nce(t, i, batch["items"], batch["items"], tau)
@@ -155,8 +179,9 @@ class AlignModule(L.LightningModule):
         """One batch holds the whole held-out set (built by the DataModule)."""
         metrics = {}
         if self.text is not None and len(batch["target"]):
-            table = torch.cat([self.embed_text(batch["all_titles"][i: i + 256])
-                               for i in range(0, len(batch["all_titles"]), 256)])
+            table = torch.cat(
+                [self.embed_text(batch["all_titles"][i : i + 256]) for i in range(0, len(batch["all_titles"]), 256)]
+            )
             query = table[batch["target"] - 1]
             scores = query @ table.T
             scores[torch.arange(len(query)), batch["target"] - 1] = float("-inf")  # not itself
@@ -177,5 +202,7 @@ class AlignModule(L.LightningModule):
         optimizer = self.optimizer(parameter_groups(self))
         if self.scheduler is None:
             return optimizer
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": self.scheduler(optimizer), "monitor": "valid/recall@10"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler(optimizer), "monitor": "valid/recall@10"},
+        }

@@ -19,9 +19,11 @@ def check_finite(module: L.LightningModule, loss: torch.Tensor) -> None:
     ckpt = ""
     if trainer is not None and trainer.checkpoint_callback is not None:
         ckpt = trainer.checkpoint_callback.last_model_path or trainer.checkpoint_callback.best_model_path
-    raise TrainingError(f"training loss is {loss.item()} at epoch {module.current_epoch}, global step "
-                        f"{module.global_step}; last good checkpoint: {ckpt or 'none saved yet'} "
-                        "(lower the learning rate, or resume with --ckpt_path)")
+    raise TrainingError(
+        f"training loss is {loss.item()} at epoch {module.current_epoch}, global step "
+        f"{module.global_step}; last good checkpoint: {ckpt or 'none saved yet'} "
+        "(lower the learning rate, or resume with --ckpt_path)"
+    )
 
 
 def parameter_groups(module: nn.Module) -> list[dict]:
@@ -40,8 +42,14 @@ class RecommenderModule(L.LightningModule):
     ``id`` and ``content`` encoders) as ``valid/id/hr@10`` …, and ``valid/hr@10`` is their mean.
     """
 
-    def __init__(self, protocol: Protocol, optimizer: OptimizerCallable, scheduler: LRSchedulerCallable | None,
-                 views: tuple[str, ...] = ("main",), monitor: str = "valid/hr@10"):
+    def __init__(
+        self,
+        protocol: Protocol,
+        optimizer: OptimizerCallable,
+        scheduler: LRSchedulerCallable | None,
+        views: tuple[str, ...] = ("main",),
+        monitor: str = "valid/hr@10",
+    ):
         super().__init__()
         self.optimizer, self.scheduler, self.monitor, self.views = optimizer, scheduler, monitor, tuple(views)
         self.valid_metrics = nn.ModuleDict({v: RankingMetrics(protocol=protocol) for v in self.views})
@@ -66,8 +74,10 @@ class RecommenderModule(L.LightningModule):
         for name, value in (("num_items", num_items), ("max_len", max_len)):
             given = self.hparams.get(name)
             if given is not None and given != value:
-                raise ConfigError(f"model.{name} is {given} but the data gives {value}: a checkpoint or config "
-                                  f"made for other data (leave model.{name} unset to take it from the data)")
+                raise ConfigError(
+                    f"model.{name} is {given} but the data gives {value}: a checkpoint or config "
+                    f"made for other data (leave model.{name} unset to take it from the data)"
+                )
             self.hparams[name] = value
             self._hparams_initial[name] = value  # what loggers record: the values actually used
         if not self.built:
@@ -77,8 +87,10 @@ class RecommenderModule(L.LightningModule):
         saved = checkpoint.get("hyper_parameters", {})
         for name in ("num_items", "max_len"):
             if saved.get(name) is not None and self.hparams.get(name) not in (None, saved[name]):
-                raise ConfigError(f"the checkpoint was trained with {name}={saved[name]} but the data gives "
-                                  f"{self.hparams[name]}: it belongs to another dataset or max_len")
+                raise ConfigError(
+                    f"the checkpoint was trained with {name}={saved[name]} but the data gives "
+                    f"{self.hparams[name]}: it belongs to another dataset or max_len"
+                )
 
     @property
     def built(self) -> bool:
@@ -100,8 +112,10 @@ class RecommenderModule(L.LightningModule):
 
     def parameter_counts(self) -> dict[str, int | float]:
         """What a run dashboard should show about the model's size; stages add their own."""
-        return {"parameters/trainable": sum(p.numel() for p in self.parameters() if p.requires_grad),
-                "parameters/total": sum(p.numel() for p in self.parameters())}
+        return {
+            "parameters/trainable": sum(p.numel() for p in self.parameters() if p.requires_grad),
+            "parameters/total": sum(p.numel() for p in self.parameters()),
+        }
 
     def on_fit_start(self) -> None:
         counts = self.parameter_counts()
@@ -159,5 +173,7 @@ class RecommenderModule(L.LightningModule):
         optimizer = self.optimizer(parameter_groups(self))
         if self.scheduler is None:
             return optimizer
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": self.scheduler(optimizer), "monitor": self.monitor}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler(optimizer), "monitor": self.monitor},
+        }

@@ -54,8 +54,9 @@ class FeatureTable:
         names = list(self.hparams.feature_dims)
         if not hasattr(self, f"features_{names[0]}"):
             raise ConfigError("item features are not loaded: run the model through a DataModule with data.features")
-        table = encoder.item_vectors({m: getattr(self, f"features_{m}") for m in names},
-                                     {m: getattr(self, f"mask_{m}") for m in names})
+        table = encoder.item_vectors(
+            {m: getattr(self, f"features_{m}") for m in names}, {m: getattr(self, f"mask_{m}") for m in names}
+        )
         self._eval_table = table if evaluating else None
         return table
 
@@ -74,32 +75,50 @@ class FeatureTable:
 
 class Stage1Module(FeatureTable, RecommenderModule):
     """Args:
-        num_items: catalogue size without padding; ``null`` takes it from the DataModule.
-        max_len: longest input; ``null`` takes it from the DataModule.
-        hidden_size, inner_size, num_layers, num_heads: Transformer shape (both encoders).
-        dropout: on embeddings and after attention/feed-forward blocks.
-        attn_dropout: on attention probabilities.
-        item_dropout: dropout on the ID item table used for scoring (training only).
-        layer_norm_eps, init_std: RecBole uses 1e-12 and N(0, 0.02).
-        scoring: ID scoring: ``dot`` product with the item table, or ``cosine`` / ``temperature``.
-        use_id: train the ID-modality encoder.
-        use_content: train the content-modality encoder (needs ``data.features``).
-        content_temperature: τ of the content encoder's next-item loss and contrastive loss.
-        alpha1: weight of the content-aware contrastive loss in stage 1.
-        feature_dims: set from the data's features (printed for the record; leave null).
-        compile: ``torch.compile`` the encoders (dynamic shapes: batches vary in length).
-        protocol: ``recbole`` (history not masked) or ``ninerec`` (history masked) at evaluation.
-        optimizer, scheduler: callables; parameter groups (no decay on biases/norms) are kept.
+    num_items: catalogue size without padding; ``null`` takes it from the DataModule.
+    max_len: longest input; ``null`` takes it from the DataModule.
+    hidden_size, inner_size, num_layers, num_heads: Transformer shape (both encoders).
+    dropout: on embeddings and after attention/feed-forward blocks.
+    attn_dropout: on attention probabilities.
+    item_dropout: dropout on the ID item table used for scoring (training only).
+    layer_norm_eps, init_std: RecBole uses 1e-12 and N(0, 0.02).
+    scoring: ID scoring: ``dot`` product with the item table, or ``cosine`` / ``temperature``.
+    use_id: train the ID-modality encoder.
+    use_content: train the content-modality encoder (needs ``data.features``).
+    content_temperature: τ of the content encoder's next-item loss and contrastive loss.
+    alpha1: weight of the content-aware contrastive loss in stage 1.
+    feature_dims: set from the data's features (printed for the record; leave null).
+    compile: ``torch.compile`` the encoders (dynamic shapes: batches vary in length).
+    protocol: ``recbole`` (history not masked) or ``ninerec`` (history masked) at evaluation.
+    optimizer, scheduler: callables; parameter groups (no decay on biases/norms) are kept.
     """
 
-    def __init__(self, num_items: int | None = None, max_len: int | None = None, hidden_size: int = 256,
-                 inner_size: int = 256, num_layers: int = 2, num_heads: int = 2, dropout: float = 0.5,
-                 attn_dropout: float = 0.5, item_dropout: float = 0.0, layer_norm_eps: float = 1e-12,
-                 init_std: float = 0.02, activation: Literal["gelu", "relu", "silu"] = "gelu",
-                 scoring: Scoring = "dot", temperature: float = 1.0, use_id: bool = True, use_content: bool = False,
-                 content_temperature: float = 0.05, alpha1: float = 0.2, feature_dims: dict[str, int] | None = None,
-                 compile: bool = False, protocol: Protocol = "recbole",
-                 optimizer: OptimizerCallable = torch.optim.Adam, scheduler: LRSchedulerCallable | None = None):
+    def __init__(
+        self,
+        num_items: int | None = None,
+        max_len: int | None = None,
+        hidden_size: int = 256,
+        inner_size: int = 256,
+        num_layers: int = 2,
+        num_heads: int = 2,
+        dropout: float = 0.5,
+        attn_dropout: float = 0.5,
+        item_dropout: float = 0.0,
+        layer_norm_eps: float = 1e-12,
+        init_std: float = 0.02,
+        activation: Literal["gelu", "relu", "silu"] = "gelu",
+        scoring: Scoring = "dot",
+        temperature: float = 1.0,
+        use_id: bool = True,
+        use_content: bool = False,
+        content_temperature: float = 0.05,
+        alpha1: float = 0.2,
+        feature_dims: dict[str, int] | None = None,
+        compile: bool = False,
+        protocol: Protocol = "recbole",
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        scheduler: LRSchedulerCallable | None = None,
+    ):
         if not (use_id or use_content):
             raise ConfigError("stage 1 needs use_id or use_content")
         views = ("id", "content") if use_id and use_content else ("main",)
@@ -114,9 +133,18 @@ class Stage1Module(FeatureTable, RecommenderModule):
 
     def build(self) -> None:
         h = self.hparams
-        shape = dict(hidden_size=h.hidden_size, inner_size=h.inner_size, num_layers=h.num_layers,
-                     num_heads=h.num_heads, dropout=h.dropout, attn_dropout=h.attn_dropout, max_len=h.max_len,
-                     layer_norm_eps=h.layer_norm_eps, init_std=h.init_std, activation=h.activation)
+        shape = dict(
+            hidden_size=h.hidden_size,
+            inner_size=h.inner_size,
+            num_layers=h.num_layers,
+            num_heads=h.num_heads,
+            dropout=h.dropout,
+            attn_dropout=h.attn_dropout,
+            max_len=h.max_len,
+            layer_norm_eps=h.layer_norm_eps,
+            init_std=h.init_std,
+            activation=h.activation,
+        )
         if h.use_id:
             self.id_encoder = IDEncoder(h.num_items, **shape)
         if h.use_content:
@@ -143,15 +171,26 @@ class Stage1Module(FeatureTable, RecommenderModule):
         h = self.hparams
         n = int((batch["target"] > 0).sum())
         id_part = (self.id_encoder, self.id_table()) if h.use_id else (None, None)
-        content_part = ((self.content_encoder, self.content_table(self.content_encoder)) if h.use_content
-                        else (None, None))
-        losses = stage1_losses(batch["input"], batch["target"], *id_part, *content_part,
-                               h.scoring, h.temperature, h.content_temperature, h.alpha1)
+        content_part = (
+            (self.content_encoder, self.content_table(self.content_encoder)) if h.use_content else (None, None)
+        )
+        losses = stage1_losses(
+            batch["input"],
+            batch["target"],
+            *id_part,
+            *content_part,
+            h.scoring,
+            h.temperature,
+            h.content_temperature,
+            h.alpha1,
+        )
         if h.use_id:
             self.log("train/id/loss", losses["id"], batch_size=n)
         if h.use_content:
-            self.log_dict({"train/content/loss": losses["content"], "train/content/contrastive": losses["contrastive"]},
-                          batch_size=n)
+            self.log_dict(
+                {"train/content/loss": losses["content"], "train/content/contrastive": losses["contrastive"]},
+                batch_size=n,
+            )
         loss = losses["loss"]
         check_finite(self, loss)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)

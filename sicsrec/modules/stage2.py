@@ -51,8 +51,11 @@ def load_stage1(path: Path) -> Stage1Module:
     created meanwhile would take as its own."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     args = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
-    if checkpoint.get("hyper_parameters", {}).get("_class_path", "sicsrec.modules.Stage1Module").rsplit(".", 1)[-1] \
-            != "Stage1Module" or "state_dict" not in checkpoint:
+    if (
+        checkpoint.get("hyper_parameters", {}).get("_class_path", "sicsrec.modules.Stage1Module").rsplit(".", 1)[-1]
+        != "Stage1Module"
+        or "state_dict" not in checkpoint
+    ):
         raise ConfigError(f"{path} is not a stage-1 checkpoint")
     stage1 = contextvars.Context().run(Stage1Module, **args)
     stage1.load_state_dict(checkpoint["state_dict"])
@@ -61,38 +64,56 @@ def load_stage1(path: Path) -> Stage1Module:
 
 class Stage2Module(FeatureTable, RecommenderModule):
     """Args:
-        stage1_checkpoint: the stage-1 checkpoint (ID + content encoders) to start from; ``null``:
-            one-stage training (the "no stage 2" ablation) of encoders built from ``encoders``.
-        encoders: Stage1Module arguments of those fresh encoders (``null``: its defaults).
-        num_items, max_len, feature_dims: ``null`` takes them from the DataModule (must match stage 1).
-        stage1_sha256: hash of the stage-1 checkpoint, recorded at the first fit; a later load of a
-            different file under that path is an error.
-        lora_rank, lora_alpha, lora_dropout: LoRA settings (peft).
-        lora_targets: module-name suffixes LoRA wraps in both encoders.
-        decoder_layers, decoder_heads: mix-modality decoder shape (hidden size = stage 1's).
-        dropout, attn_dropout: of the decoder.
-        item_dropout: dropout on the item table at training.
-        train_item_table: also train the ID item table (frozen by default).
-        score_with_content: score ``[ID part ; content part]`` of the user vector against
-            ``[ID table ; content table]`` — starting from the sum of both stage-1 encoders' scores —
-            instead of the ID table alone.
-        alpha: weight of the content-aware contrastive loss.
-        temperature: τ of the contrastive loss.
-        use_decoder, use_contrastive: ablation switches.
-        compile: ``torch.compile`` the encoders, decoder and fusion.
-        protocol, optimizer, scheduler: as in stage 1.
+    stage1_checkpoint: the stage-1 checkpoint (ID + content encoders) to start from; ``null``:
+        one-stage training (the "no stage 2" ablation) of encoders built from ``encoders``.
+    encoders: Stage1Module arguments of those fresh encoders (``null``: its defaults).
+    num_items, max_len, feature_dims: ``null`` takes them from the DataModule (must match stage 1).
+    stage1_sha256: hash of the stage-1 checkpoint, recorded at the first fit; a later load of a
+        different file under that path is an error.
+    lora_rank, lora_alpha, lora_dropout: LoRA settings (peft).
+    lora_targets: module-name suffixes LoRA wraps in both encoders.
+    decoder_layers, decoder_heads: mix-modality decoder shape (hidden size = stage 1's).
+    dropout, attn_dropout: of the decoder.
+    item_dropout: dropout on the item table at training.
+    train_item_table: also train the ID item table (frozen by default).
+    score_with_content: score ``[ID part ; content part]`` of the user vector against
+        ``[ID table ; content table]`` — starting from the sum of both stage-1 encoders' scores —
+        instead of the ID table alone.
+    alpha: weight of the content-aware contrastive loss.
+    temperature: τ of the contrastive loss.
+    use_decoder, use_contrastive: ablation switches.
+    compile: ``torch.compile`` the encoders, decoder and fusion.
+    protocol, optimizer, scheduler: as in stage 1.
     """
 
-    def __init__(self, stage1_checkpoint: str | None, encoders: dict[str, Any] | None = None,
-                 num_items: int | None = None, max_len: int | None = None,
-                 lora_rank: int = 4, lora_alpha: int = 8, lora_dropout: float = 0.0,
-                 lora_targets: list[str] | None = None, decoder_layers: int = 1, decoder_heads: int = 2,
-                 dropout: float = 0.5, attn_dropout: float = 0.5, item_dropout: float = 0.5,
-                 train_item_table: bool = False, score_with_content: bool = False, alpha: float = 0.2,
-                 temperature: float = 0.05, use_decoder: bool = True, use_contrastive: bool = True,
-                 feature_dims: dict[str, int] | None = None, stage1_sha256: str | None = None,
-                 compile: bool = False, protocol: Protocol = "recbole", optimizer: OptimizerCallable = torch.optim.Adam,
-                 scheduler: LRSchedulerCallable | None = None):
+    def __init__(
+        self,
+        stage1_checkpoint: str | None,
+        encoders: dict[str, Any] | None = None,
+        num_items: int | None = None,
+        max_len: int | None = None,
+        lora_rank: int = 4,
+        lora_alpha: int = 8,
+        lora_dropout: float = 0.0,
+        lora_targets: list[str] | None = None,
+        decoder_layers: int = 1,
+        decoder_heads: int = 2,
+        dropout: float = 0.5,
+        attn_dropout: float = 0.5,
+        item_dropout: float = 0.5,
+        train_item_table: bool = False,
+        score_with_content: bool = False,
+        alpha: float = 0.2,
+        temperature: float = 0.05,
+        use_decoder: bool = True,
+        use_contrastive: bool = True,
+        feature_dims: dict[str, int] | None = None,
+        stage1_sha256: str | None = None,
+        compile: bool = False,
+        protocol: Protocol = "recbole",
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        scheduler: LRSchedulerCallable | None = None,
+    ):
         super().__init__(protocol, optimizer, scheduler)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.stage1 = None
@@ -108,18 +129,39 @@ class Stage2Module(FeatureTable, RecommenderModule):
             stage1 = self._fresh_encoders()
         else:
             stage1 = self._pretrained_encoders()
-            config = LoraConfig(r=h.lora_rank, lora_alpha=h.lora_alpha, lora_dropout=h.lora_dropout,
-                                target_modules=h.lora_targets or LORA_TARGETS)
+            config = LoraConfig(
+                r=h.lora_rank,
+                lora_alpha=h.lora_alpha,
+                lora_dropout=h.lora_dropout,
+                target_modules=h.lora_targets or LORA_TARGETS,
+            )
             for encoder in (stage1.id_encoder, stage1.content_encoder):
                 inject_adapter_in_model(config, encoder)
             for name, p in stage1.named_parameters():
                 p.requires_grad_("lora_" in name or (h.train_item_table and name == "id_encoder.item_embedding.weight"))
         self.stage1, s = stage1, stage1.hparams
-        self.decoder = MixDecoder(s.hidden_size, s.inner_size, h.decoder_layers, h.decoder_heads, h.dropout,
-                                  h.attn_dropout, s.layer_norm_eps, s.init_std, s.activation) if h.use_decoder else None
+        self.decoder = (
+            MixDecoder(
+                s.hidden_size,
+                s.inner_size,
+                h.decoder_layers,
+                h.decoder_heads,
+                h.dropout,
+                h.attn_dropout,
+                s.layer_norm_eps,
+                s.init_std,
+                s.activation,
+            )
+            if h.use_decoder
+            else None
+        )
         # with content scoring, the content part starts as stage 1 scored it: cosine / τ
-        self.fusion = Fusion(s.hidden_size, 3 if h.use_decoder else 2, 2 if h.score_with_content else 1,
-                             (1.0, 1.0 / s.content_temperature) if h.score_with_content else None)
+        self.fusion = Fusion(
+            s.hidden_size,
+            3 if h.use_decoder else 2,
+            2 if h.score_with_content else 1,
+            (1.0, 1.0 / s.content_temperature) if h.score_with_content else None,
+        )
 
     def _pretrained_encoders(self) -> Stage1Module:
         h = self.hparams
@@ -128,8 +170,10 @@ class Stage2Module(FeatureTable, RecommenderModule):
             raise ConfigError(f"stage-1 checkpoint not found: {path}")
         digest = file_sha256(path)
         if h.stage1_sha256 is not None and h.stage1_sha256 != digest:
-            raise ConfigError(f"{path} changed since this stage-2 model was trained (sha256 {digest[:12]} ≠ "
-                              f"{h.stage1_sha256[:12]}): point stage1_checkpoint to the original file")
+            raise ConfigError(
+                f"{path} changed since this stage-2 model was trained (sha256 {digest[:12]} ≠ "
+                f"{h.stage1_sha256[:12]}): point stage1_checkpoint to the original file"
+            )
         self.hparams["stage1_sha256"] = digest
         stage1 = load_stage1(path)
         s = stage1.hparams
@@ -147,12 +191,20 @@ class Stage2Module(FeatureTable, RecommenderModule):
         fixed = {"num_items", "max_len", "feature_dims", "use_id", "use_content"}
         if fixed & set(h.encoders or {}):
             raise ConfigError(f"model.encoders: {sorted(fixed & set(h.encoders))} come from the data, leave them out")
-        return contextvars.Context().run(Stage1Module, num_items=h.num_items, max_len=h.max_len, use_id=True,
-                                         use_content=True, feature_dims=dict(h.feature_dims), **(h.encoders or {}))
+        return contextvars.Context().run(
+            Stage1Module,
+            num_items=h.num_items,
+            max_len=h.max_len,
+            use_id=True,
+            use_content=True,
+            feature_dims=dict(h.feature_dims),
+            **(h.encoders or {}),
+        )
 
     def networks(self) -> list:
-        return [n for n in (self.stage1.id_encoder, self.stage1.content_encoder, self.decoder, self.fusion)
-                if n is not None]
+        return [
+            n for n in (self.stage1.id_encoder, self.stage1.content_encoder, self.decoder, self.fusion) if n is not None
+        ]
 
     def parameter_counts(self) -> dict[str, int | float]:
         counts = super().parameter_counts()
@@ -162,8 +214,10 @@ class Stage2Module(FeatureTable, RecommenderModule):
             counts[f"parameters/{name}/lora"] = r["lora"]
             counts[f"parameters/{name}/frozen"] = r["frozen"]
             counts[f"parameters/{name}/lora_share"] = round(r["share"], 5)
-            rank_zero_info(f"LoRA in {name}: {r['lora']:,} parameters = {100 * r['share']:.2f} % of its "
-                           f"{r['frozen']:,} frozen ones")
+            rank_zero_info(
+                f"LoRA in {name}: {r['lora']:,} parameters = {100 * r['share']:.2f} % of its "
+                f"{r['frozen']:,} frozen ones"
+            )
         return counts
 
     def lora_report(self) -> dict[str, dict[str, int | float]]:
@@ -197,7 +251,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
 
     def content_part(self, users: torch.Tensor) -> torch.Tensor:
         """What the contrastive loss pulls towards the next item's content vector."""
-        return users[..., -self.stage1.hparams.hidden_size:] if self.hparams.score_with_content else users
+        return users[..., -self.stage1.hparams.hidden_size :] if self.hparams.score_with_content else users
 
     def scores(self, batch: dict) -> dict[str, torch.Tensor]:
         content = self.content_table(self.stage1.content_encoder)
@@ -229,21 +283,27 @@ class Stage2Module(FeatureTable, RecommenderModule):
         keep = self.trained_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         if self.hparams.stage1_checkpoint is not None:
-            checkpoint["stage1_checkpoint"] = {"path": str(self.hparams.stage1_checkpoint),
-                                               "sha256": self.hparams.stage1_sha256}
+            checkpoint["stage1_checkpoint"] = {
+                "path": str(self.hparams.stage1_checkpoint),
+                "sha256": self.hparams.stage1_sha256,
+            }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
         saved = checkpoint.get("stage1_checkpoint", {}).get("sha256")
         if saved is not None and self.hparams.stage1_sha256 not in (None, saved):
-            raise ConfigError(f"this stage-2 checkpoint was trained on a stage-1 checkpoint with sha256 {saved[:12]}, "
-                              f"but {self.hparams.stage1_checkpoint} has {self.hparams.stage1_sha256[:12]}")
+            raise ConfigError(
+                f"this stage-2 checkpoint was trained on a stage-1 checkpoint with sha256 {saved[:12]}, "
+                f"but {self.hparams.stage1_checkpoint} has {self.hparams.stage1_sha256[:12]}"
+            )
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Load a stage-2 state (trained parameters only) over the rebuilt stage-1 model."""
         missing = self.trained_keys() - set(state_dict)
         unexpected = set(state_dict) - {n for n, _ in self.named_parameters()}
         if strict and (missing or unexpected):
-            raise ConfigError(f"stage-2 checkpoint does not fit this model: missing {sorted(missing)[:3]}, "
-                              f"unexpected {sorted(unexpected)[:3]}")
+            raise ConfigError(
+                f"stage-2 checkpoint does not fit this model: missing {sorted(missing)[:3]}, "
+                f"unexpected {sorted(unexpected)[:3]}"
+            )
         return super().load_state_dict(state_dict, strict=False, assign=assign)

@@ -33,8 +33,9 @@ class MultiHeadAttention(nn.Module):
         b, n, h = t.shape
         return t.view(b, n, self.num_heads, h // self.num_heads).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None,
-                visible: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, memory: torch.Tensor | None = None, visible: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Causal attention: position i sees memory positions ≤ i.
 
         Sequences are right-padded, so a real position never sees padding under the causal
@@ -45,15 +46,17 @@ class MultiHeadAttention(nn.Module):
         memory = x if memory is None else memory
         q, k, v = self._heads(self.query(x)), self._heads(self.key(memory)), self._heads(self.value(memory))
         mask = None if visible is None else visible[:, None, None, :]
-        context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=visible is None,
-                                                 dropout_p=self.attn_dropout if self.training else 0.0)
+        context = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=visible is None, dropout_p=self.attn_dropout if self.training else 0.0
+        )
         context = context.transpose(1, 2).reshape(x.shape)
         return self.norm(x + self.dropout(self.out(context)))
 
 
 class FeedForward(nn.Module):
-    def __init__(self, hidden_size: int, inner_size: int, dropout: float, layer_norm_eps: float,
-                 activation: str = "gelu"):
+    def __init__(
+        self, hidden_size: int, inner_size: int, dropout: float, layer_norm_eps: float, activation: str = "gelu"
+    ):
         super().__init__()
         self.dense_in = nn.Linear(hidden_size, inner_size)
         self.activation = ACTIVATIONS[activation]()
@@ -66,14 +69,23 @@ class FeedForward(nn.Module):
 
 
 class TransformerLayer(nn.Module):
-    def __init__(self, hidden_size: int, num_heads: int, inner_size: int, dropout: float, attn_dropout: float,
-                 layer_norm_eps: float, activation: str = "gelu"):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        inner_size: int,
+        dropout: float,
+        attn_dropout: float,
+        layer_norm_eps: float,
+        activation: str = "gelu",
+    ):
         super().__init__()
         self.attention = MultiHeadAttention(hidden_size, num_heads, dropout, attn_dropout, layer_norm_eps)
         self.feed_forward = FeedForward(hidden_size, inner_size, dropout, layer_norm_eps, activation)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None,
-                visible: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, memory: torch.Tensor | None = None, visible: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.feed_forward(self.attention(x, memory, visible))
 
 
@@ -114,8 +126,18 @@ class CausalSequenceEncoder(nn.Module):
     """Item vectors + learned positions → LayerNorm, dropout → causal Transformer layers: the
     trunk the ID and the content encoders share (they differ only in where item vectors come from)."""
 
-    def __init__(self, hidden_size: int, inner_size: int, num_layers: int, num_heads: int, dropout: float,
-                 attn_dropout: float, max_len: int, layer_norm_eps: float, activation: str):
+    def __init__(
+        self,
+        hidden_size: int,
+        inner_size: int,
+        num_layers: int,
+        num_heads: int,
+        dropout: float,
+        attn_dropout: float,
+        max_len: int,
+        layer_norm_eps: float,
+        activation: str,
+    ):
         super().__init__()
         self.max_len = max_len
         self.position_embedding = nn.Embedding(max_len, hidden_size)
@@ -123,7 +145,8 @@ class CausalSequenceEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.layers = nn.ModuleList(
             TransformerLayer(hidden_size, num_heads, inner_size, dropout, attn_dropout, layer_norm_eps, activation)
-            for _ in range(num_layers))
+            for _ in range(num_layers)
+        )
 
     def encode(self, vectors: torch.Tensor, items: torch.Tensor, last_only: bool) -> torch.Tensor:
         """Hidden states (B, L, H), or with ``last_only`` each row's last real state (B, H)."""

@@ -27,13 +27,25 @@ class ContentEncoder(CausalSequenceEncoder):
     The features themselves are not parameters: the caller passes them (frozen, cached).
     """
 
-    def __init__(self, feature_dims: dict[str, int], hidden_size: int = 256, inner_size: int = 256,
-                 num_layers: int = 2, num_heads: int = 2, dropout: float = 0.5, attn_dropout: float = 0.5,
-                 max_len: int = 50, layer_norm_eps: float = 1e-12, init_std: float = 0.02, activation: str = "gelu"):
+    def __init__(
+        self,
+        feature_dims: dict[str, int],
+        hidden_size: int = 256,
+        inner_size: int = 256,
+        num_layers: int = 2,
+        num_heads: int = 2,
+        dropout: float = 0.5,
+        attn_dropout: float = 0.5,
+        max_len: int = 50,
+        layer_norm_eps: float = 1e-12,
+        init_std: float = 0.02,
+        activation: str = "gelu",
+    ):
         if not feature_dims:
             raise ValueError("the content encoder needs at least one modality's features")
-        super().__init__(hidden_size, inner_size, num_layers, num_heads, dropout, attn_dropout, max_len,
-                         layer_norm_eps, activation)
+        super().__init__(
+            hidden_size, inner_size, num_layers, num_heads, dropout, attn_dropout, max_len, layer_norm_eps, activation
+        )
         self.projections = nn.ModuleDict({m: ModalityProjection(d, hidden_size) for m, d in feature_dims.items()})
         init_weights(self, init_std)
 

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 Scoring = Literal["dot", "cosine"]
 
 
-def item_scores(user: torch.Tensor, items: torch.Tensor, scoring: Scoring = "dot",
-                temperature: float = 1.0) -> torch.Tensor:
+def item_scores(
+    user: torch.Tensor, items: torch.Tensor, scoring: Scoring = "dot", temperature: float = 1.0
+) -> torch.Tensor:
     """Scores of users (N, H) against the item table (I, H): the one scoring used in training and
     inference. Column 0 (padding) is -inf so it is neither predicted nor ranked.
 
@@ -61,8 +62,9 @@ def _all_gather_plain(x: torch.Tensor, world: int) -> list[torch.Tensor]:
     return parts
 
 
-def _contrastive_ce(queries: torch.Tensor, keys: torch.Tensor, key_ids: torch.Tensor, temperature: float
-                    ) -> torch.Tensor:
+def _contrastive_ce(
+    queries: torch.Tensor, keys: torch.Tensor, key_ids: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """Cross-entropy of each local query against the keys of every rank, the positive being the
     key in the query's own row. Keys holding the same id as the positive are masked out of the
     negatives. Normalised by the *global* number of queries (times the world size, which DDP's
@@ -78,8 +80,14 @@ def _contrastive_ce(queries: torch.Tensor, keys: torch.Tensor, key_ids: torch.Te
     return loss * world / max(total, 1)
 
 
-def info_nce(a: torch.Tensor, b: torch.Tensor, a_ids: torch.Tensor, b_ids: torch.Tensor,
-             temperature: float, symmetric: bool = True) -> torch.Tensor:
+def info_nce(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    a_ids: torch.Tensor,
+    b_ids: torch.Tensor,
+    temperature: float,
+    symmetric: bool = True,
+) -> torch.Tensor:
     """InfoNCE with in-batch negatives (gathered across ranks under DDP): row i of ``a`` matches
     row i of ``b``.
 
@@ -93,18 +101,27 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, a_ids: torch.Tensor, b_ids: torch
     return (loss + _contrastive_ce(b, a, a_ids, temperature)) / 2
 
 
-def content_contrastive(user: torch.Tensor, target_content: torch.Tensor, targets: torch.Tensor,
-                        temperature: float) -> torch.Tensor:
+def content_contrastive(
+    user: torch.Tensor, target_content: torch.Tensor, targets: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """Content-aware contrastive loss: pull each user vector towards the content vector of its
     true next item, away from the content vectors of the other targets in the batch — gathered
     across all devices under DDP. Targets equal to the positive are masked out of the negatives."""
     return _contrastive_ce(F.normalize(user, dim=-1), F.normalize(target_content, dim=-1), targets, temperature)
 
 
-def stage1_losses(inputs: torch.Tensor, targets: torch.Tensor, id_encoder=None, id_table: torch.Tensor | None = None,
-                  content_encoder=None, content_table: torch.Tensor | None = None, scoring: Scoring = "dot",
-                  temperature: float = 1.0, content_temperature: float = 0.05, alpha1: float = 0.2
-                  ) -> dict[str, torch.Tensor]:
+def stage1_losses(
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    id_encoder=None,
+    id_table: torch.Tensor | None = None,
+    content_encoder=None,
+    content_table: torch.Tensor | None = None,
+    scoring: Scoring = "dot",
+    temperature: float = 1.0,
+    content_temperature: float = 0.05,
+    alpha1: float = 0.2,
+) -> dict[str, torch.Tensor]:
     """Stage 1's objective at every target position (``targets > 0``): the ID encoder's cross-entropy
     over all items, and the content encoder's next-item loss (cosine / τ against the content table)
     + α₁ · content-aware contrastive loss. The two parts share nothing, so neither gradient

@@ -13,13 +13,23 @@ class MixDecoder(nn.Module):
     from the content stream (position i sees content positions ≤ i) — and a feed-forward
     block; each layer's output is the next layer's query stream."""
 
-    def __init__(self, hidden_size: int = 256, inner_size: int = 256, num_layers: int = 1, num_heads: int = 2,
-                 dropout: float = 0.5, attn_dropout: float = 0.5, layer_norm_eps: float = 1e-12,
-                 init_std: float = 0.02, activation: str = "gelu"):
+    def __init__(
+        self,
+        hidden_size: int = 256,
+        inner_size: int = 256,
+        num_layers: int = 1,
+        num_heads: int = 2,
+        dropout: float = 0.5,
+        attn_dropout: float = 0.5,
+        layer_norm_eps: float = 1e-12,
+        init_std: float = 0.02,
+        activation: str = "gelu",
+    ):
         super().__init__()
         self.layers = nn.ModuleList(
             TransformerLayer(hidden_size, num_heads, inner_size, dropout, attn_dropout, layer_norm_eps, activation)
-            for _ in range(num_layers))
+            for _ in range(num_layers)
+        )
         init_weights(self, init_std)
 
     def forward(self, id_states: torch.Tensor, content_states: torch.Tensor) -> torch.Tensor:
@@ -42,8 +52,9 @@ class Fusion(nn.Module):
     projection learns to trust whichever stream memorised it best.
     """
 
-    def __init__(self, hidden_size: int = 256, streams: int = 3, outputs: int = 1,
-                 scales: tuple[float, ...] | None = None):
+    def __init__(
+        self, hidden_size: int = 256, streams: int = 3, outputs: int = 1, scales: tuple[float, ...] | None = None
+    ):
         super().__init__()
         self.outputs = outputs
         self.scales = tuple(scales or (1.0,) * outputs)
