@@ -39,8 +39,9 @@ class SicsrecCLI(LightningCLI):
 
     ``model.num_items`` and ``model.max_len`` are left ``null``: the model takes them from the
     DataModule in ``setup``; a value set by hand that disagrees with the data is an error
-    (jsonargparse links would override it silently). A top-level ``optimizer:`` key is rejected: optimisers are model arguments, so
-    ``configure_optimizers`` and its parameter groups are never replaced silently.
+    (jsonargparse links would override it silently). A top-level ``optimizer:`` key is rejected:
+    optimisers are model arguments, so ``configure_optimizers`` and its parameter groups are never
+    replaced silently.
     """
 
     def __init__(self, *args, **kwargs):

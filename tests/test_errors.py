@@ -99,7 +99,7 @@ def test_pairs_file_for_another_dataset(tmp_path, generated):
     pairs.write_text('{"target": "v1000", "chosen": "v1001"}\n{"target": "nope", "chosen": "v1001"}\n')
     dm = AlignDataModule(str(generated), str(pairs))
     with pytest.raises(DataError) as err:
-        dm.pairs
+        _ = dm.pairs
     assert err.value.line == 2 and "another dataset" in str(err.value)
 
 

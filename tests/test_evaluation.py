@@ -21,7 +21,7 @@ def brute_force_rank(scores, target, history=()):
 
 def test_ranks_match_brute_force_with_ties_and_masking():
     g = torch.Generator().manual_seed(0)
-    for trial in range(20):
+    for _ in range(20):
         n_users, n_items = 16, 30
         scores = torch.randint(0, 6, (n_users, n_items + 1), generator=g).float()  # many ties
         targets = torch.randint(1, n_items + 1, (n_users,), generator=g)

@@ -5,8 +5,8 @@ import csv
 import pandas as pd
 import pytest
 
-from sicsrec.errors import DataError
 from sicsrec.data.formats import CatalogueFormat, NineRecFormat, SequenceFormat, detect_reader
+from sicsrec.errors import DataError
 from tests.conftest import ninerec
 
 

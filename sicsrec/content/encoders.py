@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F

@@ -202,7 +202,7 @@ class HFJudge(Judge):
             if self.constrained:
                 options = [{self._encode(a): a for a in r.candidate_lines + [NONE_ANSWER]} for r in chunk]
 
-                def allowed(row: int, ids: torch.Tensor) -> list[int]:
+                def allowed(row: int, ids: torch.Tensor, prompt_len=prompt_len, options=options) -> list[int]:
                     done = tuple(ids[prompt_len:].tolist())
                     if done and done[-1] == self.eos and done in options[row]:
                         return [self.eos]  # finished: keep padding with EOS
