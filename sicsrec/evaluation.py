@@ -21,11 +21,18 @@ __all__ = [
 ]
 
 
+# Targets by their number of occurrences in all users' training parts: an ID model can only score
+# an item it has seen, and leave-one-out test targets are colder than validation targets.
+TARGET_BUCKETS = {"cold": (0, 0), "rare": (1, 4), "warm": (5, None)}
+
+
 class RankingMetrics(Metric):
     """Collects (user, rank) pairs; ``compute`` keeps one rank per user and averages.
 
     A user seen twice (a DDP sampler pads by repeating samples) has the same rank both times,
-    so de-duplicating by user makes the result equal to one device's.
+    so de-duplicating by user makes the result equal to one device's. Given each target's training
+    occurrences, ``compute`` also reports HR@10, NDCG@10 and the user count per ``TARGET_BUCKETS``
+    bucket (``cold/hr@10`` …; an empty bucket reports only ``cold/users = 0``).
     """
 
     full_state_update = False
@@ -35,26 +42,43 @@ class RankingMetrics(Metric):
         self.ks, self.protocol = tuple(ks), protocol
         self.add_state("users", default=[], dist_reduce_fx="cat")
         self.add_state("ranks", default=[], dist_reduce_fx="cat")
+        self.add_state("occurrences", default=[], dist_reduce_fx="cat")
 
     def update(
-        self, users: torch.Tensor, scores: torch.Tensor, targets: torch.Tensor, history: torch.Tensor | None = None
+        self,
+        users: torch.Tensor,
+        scores: torch.Tensor,
+        targets: torch.Tensor,
+        history: torch.Tensor | None = None,
+        occurrences: torch.Tensor | None = None,
     ) -> None:
         mask = history if self.protocol == "ninerec" else None
         self.users.append(users)
         self.ranks.append(target_ranks(scores, targets, mask))
+        self.occurrences.append(torch.full_like(users, -1) if occurrences is None else occurrences)
 
-    def unique_ranks(self) -> torch.Tensor:
-        users = torch.cat(self.users) if isinstance(self.users, list) else self.users
-        ranks = torch.cat(self.ranks) if isinstance(self.ranks, list) else self.ranks
+    def unique_ranks(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each user's rank once, and its target's training occurrences (-1: not given)."""
+        users, ranks, occurrences = (
+            torch.cat(s) if isinstance(s, list) else s for s in (self.users, self.ranks, self.occurrences)
+        )
         order = torch.argsort(users, stable=True)
-        users, ranks = users[order], ranks[order]
+        users, ranks, occurrences = users[order], ranks[order], occurrences[order]
         first = torch.ones_like(users, dtype=torch.bool)
         first[1:] = users[1:] != users[:-1]
-        return ranks[first]
+        return ranks[first], occurrences[first]
 
     def compute(self) -> dict[str, float]:
-        ranks = self.unique_ranks()
-        return {**metrics_from_ranks(ranks, self.ks), "users": float(ranks.numel())}
+        ranks, occurrences = self.unique_ranks()
+        out = {**metrics_from_ranks(ranks, self.ks), "users": float(ranks.numel())}
+        if len(occurrences) and bool((occurrences >= 0).all()):
+            for name, (low, high) in TARGET_BUCKETS.items():
+                inside = (occurrences >= low) & (occurrences <= (high if high is not None else occurrences.max()))
+                out[f"{name}/users"] = float(inside.sum())
+                if inside.any():
+                    part = metrics_from_ranks(ranks[inside], (10,))
+                    out.update({f"{name}/hr@10": part["hr@10"], f"{name}/ndcg@10": part["ndcg@10"]})
+        return out
 
 
 @torch.inference_mode()
@@ -62,7 +86,7 @@ def evaluate(score_fn, loader, protocol: Protocol = "recbole", ks=DEFAULT_KS) ->
     """Metrics of ``score_fn(batch) -> (B, num_items + 1)`` over an evaluation loader."""
     metric = RankingMetrics(ks, protocol)
     for batch in loader:
-        metric.update(batch["user"], score_fn(batch), batch["target"], batch["history"])
+        metric.update(batch["user"], score_fn(batch), batch["target"], batch["history"], batch.get("occurrences"))
     return metric.compute()
 
 

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from sicsrec.evaluation import RankingMetrics, metrics_from_ranks, target_ranks
@@ -74,3 +75,29 @@ def test_protocol_decides_masking():
     for m in (recbole, ninerec):
         m.update(torch.tensor([0]), scores, targets, history)
     assert recbole.compute()["hr@1"] == 0.0 and ninerec.compute()["hr@1"] == 1.0
+
+
+def test_warm_and_cold_buckets_split_the_users_by_their_targets_training_occurrences():
+    g = torch.Generator().manual_seed(1)
+    n = 200
+    scores = torch.randn(n, 41, generator=g)
+    targets = torch.randint(1, 41, (n,), generator=g)
+    occurrences = torch.randint(0, 9, (n,), generator=g)
+    users = torch.arange(n)
+    metric = RankingMetrics()
+    metric.update(users[:120], scores[:120], targets[:120], None, occurrences[:120])
+    metric.update(users[100:], scores[100:], targets[100:], None, occurrences[100:])  # 20 users seen twice
+    out = metric.compute()
+    assert out["cold/users"] + out["rare/users"] + out["warm/users"] == out["users"] == n
+    ranks = target_ranks(scores, targets)
+    for name, (low, high) in (("cold", (0, 0)), ("rare", (1, 4)), ("warm", (5, 8))):
+        inside = (occurrences >= low) & (occurrences <= high)
+        assert out[f"{name}/users"] == int(inside.sum())
+        assert out[f"{name}/hr@10"] == (ranks[inside] < 10).double().mean().item()
+    # the user-weighted mean of the buckets is the whole
+    assert sum(out[f"{b}/hr@10"] * out[f"{b}/users"] for b in ("cold", "rare", "warm")) / n == pytest.approx(
+        out["hr@10"]
+    )
+    without = RankingMetrics()
+    without.update(users, scores, targets)
+    assert not any("/" in k for k in without.compute())  # no occurrences given: no buckets

@@ -69,3 +69,22 @@ def test_validation_curve_puts_a_validated_starting_point_at_epoch_minus_one(tmp
         "epoch,start/valid/hr@10,step,train/loss,valid/hr@10\n,0.25,0,,\n0,,19,,0.24\n0,,19,3.1,\n1,,39,,0.26\n"
     )
     assert validation_curve(path) == [(-1, 0.25), (0, 0.24), (1, 0.26)]
+
+
+def test_report_splits_test_targets_into_cold_rare_and_warm_and_does_not_take_buckets_for_views(tmp_path, capsys):
+    stage2 = tmp_path / "runs" / "gen" / "stage2"
+    for seed, cold in ((1, 0.02), (2, 0.04)):
+        fake_run(stage2, f"seed{seed}", seed, 0.1, 0.2)
+        path = stage2 / f"seed{seed}" / "metrics.json"
+        report = json.loads(path.read_text())
+        for bucket, hr, users in (("cold", cold, 50), ("rare", 0.1, 150), ("warm", 0.3, 400)):
+            report.update({f"test/{bucket}/hr@10": hr, f"test/{bucket}/ndcg@10": hr / 2, f"test/{bucket}/users": users})
+        path.write_text(json.dumps(report))
+    out = tmp_path / "results.md"
+    main(["report", str(stage2), "--out", str(out), "--figures", str(tmp_path / "fig"), "--title", "T"])
+    text = out.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| gen/stage2")]
+    assert len(rows) == 2  # the main table and the bucket table, one group each: buckets are not views
+    cells = [c.strip() for c in rows[1].strip("|").split("|")]
+    assert cells[:4] == ["gen/stage2", "1, 2", "3.00 ± 1.41 [50]", "1.50 ± 0.71"]
+    assert cells[-2:] == ["30.00 ± 0.00 [400]", "15.00 ± 0.00"]

@@ -8,7 +8,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from sicsrec.data import SequenceDataModule
 from sicsrec.errors import ConfigError
 from sicsrec.modules import Stage1Module, Stage2Module
-from sicsrec.modules.stage2 import LORA_TARGETS
+from sicsrec.modules.stage2 import ITEM_PARTS, LORA_TARGETS
 from sicsrec.nn.content_encoder import ContentEncoder
 from sicsrec.nn.losses import content_contrastive
 
@@ -121,7 +121,8 @@ def test_stage2_checkpoint_holds_only_what_stage2_trained_and_rebuilds_exactly(
     saved = torch.load(path, map_location="cpu", weights_only=True)
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
     assert set(saved["state_dict"]) == trained
-    assert not any(k.startswith("stage1.") and "lora_" not in k for k in saved["state_dict"])
+    # of the stage-1 encoders: LoRA and the parts that carry item information, never a Transformer weight
+    assert all("lora_" in k or k.split(".")[2] in ITEM_PARTS for k in saved["state_dict"] if k.startswith("stage1."))
     assert saved["stage1_checkpoint"]["sha256"] == model.hparams.stage1_sha256
     expected = trainer.test(model, dm, ckpt_path=path, verbose=False)[0]
     fresh = Stage2Module(stage1_checkpoint, dropout=0.1, attn_dropout=0.1, item_dropout=0.1)
@@ -140,17 +141,18 @@ def test_stage2_refuses_a_changed_stage1_checkpoint(generated, features, stage1_
 
 
 @pytest.mark.parametrize("use_decoder", [True, False])
-def test_stage2_scoring_with_content_starts_from_the_sum_of_both_stage1_encoders(
+def test_ensemble_head_starts_from_the_sum_of_both_stage1_encoders_and_method_head_from_the_id_encoder(
     generated, features, stage1_checkpoint, use_decoder
 ):
-    """Untrained, the fused model must score exactly what the two stage-1 encoders score together."""
+    """Untrained, the ensemble head scores what the two stage-1 encoders score together; the method
+    head scores what the stage-1 ID encoder scores (its user vector starts as the ID stream)."""
     dm = datamodule(generated, features)
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))
     stage1 = Stage1Module.load_from_checkpoint(stage1_checkpoint, weights_only=True)
     stage1.bind_features(dm)
     stage1.eval()
-    stage2 = Stage2Module(stage1_checkpoint, score_with_content=True, use_decoder=use_decoder)
+    stage2 = Stage2Module(stage1_checkpoint, head="ensemble", use_decoder=use_decoder)
     stage2.bind_features(dm)
     stage2.bind_data(dm.num_items, dm.max_len)
     stage2.eval()
@@ -161,13 +163,96 @@ def test_stage2_scoring_with_content_starts_from_the_sum_of_both_stage1_encoders
     finite = torch.isfinite(expected)
     assert torch.equal(finite, torch.isfinite(fused))
     assert torch.allclose(fused[finite], expected[finite], atol=1e-4)
+    method = Stage2Module(stage1_checkpoint, use_decoder=use_decoder)
+    method.bind_features(dm)
+    method.bind_data(dm.num_items, dm.max_len)
+    method.eval()
+    with torch.no_grad():
+        assert torch.allclose(method.scores(batch)["main"][:, 1:], parts["id"][:, 1:], atol=1e-4)
+
+
+def method_model(stage1_checkpoint, dm, **kw) -> Stage2Module:
+    model = Stage2Module(stage1_checkpoint, **kw)
+    model.bind_features(dm)
+    model.bind_data(dm.num_items, dm.max_len)
+    return model
+
+
+def test_method_head_trains_with_the_scores_it_is_evaluated_with(generated, features, stage1_checkpoint):
+    """The training loss at every position equals the cross-entropy of the evaluation scores of that
+    position's prefix: one scoring function, the same normalisation and τ, in both."""
+    dm = datamodule(generated, features)
+    dm.setup("fit")
+    L.seed_everything(0, verbose=False)
+    model = method_model(stage1_checkpoint, dm, use_contrastive=False).eval()
+    with torch.no_grad():  # a trained fusion, so the decoder and content streams matter too
+        model.fusion.delta.weight.normal_(0.0, 0.05)
+    batch = next(iter(dm.train_dataloader()))
+    batch = {k: v[:6] for k, v in batch.items()}
+    loss = model.training_step(batch, 0)
+    ce = []
+    with torch.no_grad():
+        for row, pos in (batch["target"] > 0).nonzero().tolist():
+            scores = model.scores({"input": batch["input"][row : row + 1, : pos + 1]})["main"]
+            ce.append(torch.nn.functional.cross_entropy(scores, batch["target"][row, pos : pos + 1]))
+    assert loss.item() == pytest.approx(torch.stack(ce).mean().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("head", ["method", "ensemble"])
+def test_the_contrastive_gradient_reaches_the_id_scored_user_vector_only_in_the_method_head(
+    generated, features, stage1_checkpoint, head
+):
+    dm = datamodule(generated, features)
+    dm.setup("fit")
+    model = method_model(stage1_checkpoint, dm, head=head).eval()
+    id_table = model.stage1.id_encoder.item_embedding.weight
+    id_table.requires_grad_(True)  # frozen in the ensemble head: followed here all the same
+    batch = next(iter(dm.train_dataloader()))
+    mask = batch["target"] > 0
+    targets = batch["target"][mask]
+    content = model.content_table(model.stage1.content_encoder)
+    users = model.user_states(batch["input"], content, all_positions=True)[mask]
+    contrast = content_contrastive(model.content_part(users), content[targets], targets, 0.05)
+    (grad,) = torch.autograd.grad(contrast, id_table, allow_unused=True)
+    reaches = grad is not None and grad.abs().sum() > 0
+    # at the start the ensemble's fusion passes the ID half through untouched by content: nothing
+    # pulls the ID-scored representation towards content; the method head's one vector is pulled
+    assert reaches == (head == "method")
+
+
+def test_method_head_trains_the_item_parts_and_not_the_transformer_weights(
+    generated, features, stage1_checkpoint, tmp_path
+):
+    L.seed_everything(0, verbose=False)
+    dm = datamodule(generated, features)
+    model = Stage2Module(stage1_checkpoint)
+    model.bind_features(dm)
+    model.bind_data(dm.num_items, dm.max_len)
+    before = {n: p.detach().clone() for n, p in model.stage1.named_parameters()}
+    trainer, _ = fit(model, dm, tmp_path, epochs=1)
+    moved = {n for n, p in model.stage1.named_parameters() if not torch.equal(p.detach(), before[n])}
+    expected = {
+        "id_encoder.item_embedding.weight",
+        "id_encoder.position_embedding.weight",
+        "content_encoder.position_embedding.weight",
+        "id_encoder.norm.weight",
+        "content_encoder.norm.weight",
+    }
+    assert expected <= moved, expected - moved
+    assert any(n.startswith("content_encoder.projections.") for n in moved)
+    assert any("lora_B" in n for n in moved)
+    frozen = {n for n in before if n.split(".")[1] == "layers" and "lora_" not in n}
+    assert frozen and not frozen & moved  # the Transformer blocks' own weights stay as stage 1 left them
+    tested = trainer.test(model, dm, verbose=False)[0]
+    buckets = [tested[f"test/{b}/users"] for b in ("cold", "rare", "warm")]
+    assert sum(buckets) == len(dm.sequences), buckets  # every user in exactly one warm/cold bucket
 
 
 def test_one_stage_training_trains_every_part_and_rebuilds_from_its_own_checkpoint(generated, features, tmp_path):
     """The "no stage 2" ablation: no stage-1 checkpoint, fresh encoders trained in full (no LoRA)."""
     L.seed_everything(0, verbose=False)
     dm = datamodule(generated, features)
-    model = Stage2Module(None, encoders=TINY, score_with_content=True, item_dropout=0.0)
+    model = Stage2Module(None, encoders=TINY, head="ensemble", item_dropout=0.0)
     model.bind_features(dm)
     model.bind_data(dm.num_items, dm.max_len)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -183,7 +268,7 @@ def test_one_stage_training_trains_every_part_and_rebuilds_from_its_own_checkpoi
     saved = torch.load(path, map_location="cpu", weights_only=True)
     assert set(saved["state_dict"]) == set(before) and "stage1_checkpoint" not in saved
     expected = trainer.test(model, dm, ckpt_path=path, verbose=False)[0]
-    fresh = Stage2Module(None, encoders=TINY, score_with_content=True, item_dropout=0.0)
+    fresh = Stage2Module(None, encoders=TINY, head="ensemble", item_dropout=0.0)
     again = L.Trainer(logger=False, enable_progress_bar=False).test(
         fresh, datamodule(generated, features), ckpt_path=path, verbose=False
     )[0]
@@ -206,7 +291,7 @@ def test_validating_the_starting_point_keeps_it_when_tuning_only_hurts(
 
     L.seed_everything(0, verbose=False)
     wreck = lambda params: torch.optim.Adam(params, lr=0.3)  # noqa: E731
-    model = Stage2Module(stage1_checkpoint, score_with_content=True, optimizer=wreck)
+    model = Stage2Module(stage1_checkpoint, head="ensemble", optimizer=wreck)
     dm = datamodule(generated, features)
     start = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).validate(
         model, dm, verbose=False
@@ -231,7 +316,7 @@ def test_validating_the_starting_point_keeps_it_when_tuning_only_hurts(
     tested = trainer.test(model, dm, ckpt_path="best", verbose=False)[0]
     assert float(ckpt.best_model_score) == pytest.approx(start["valid/hr@10"])  # loading it keeps the record
     again = L.Trainer(logger=False, enable_progress_bar=False).test(
-        Stage2Module(stage1_checkpoint, score_with_content=True), datamodule(generated, features), verbose=False
+        Stage2Module(stage1_checkpoint, head="ensemble"), datamodule(generated, features), verbose=False
     )[0]
     assert tested == pytest.approx(again, abs=1e-6)
 

@@ -126,17 +126,19 @@ class SequenceDataModule(L.LightningDataModule):
         return [s[:-2] for s in self.sequences]
 
     def eval_samples(self, split: str) -> list:
-        """One sample per user: (user, last ``max_len`` items before the target, target, history).
+        """One sample per user: (user, last ``max_len`` items before the target, target, history,
+        the target's number of occurrences in all users' training parts — what makes it warm or cold).
 
         ``predict`` uses the whole sequence as history (target 0: there is none).
         """
         if split == "predict":
-            return [(user, s[-self.max_len:], 0, s) for user, s in enumerate(self.sequences)]
+            return [(user, s[-self.max_len:], 0, s, 0) for user, s in enumerate(self.sequences)]
         cut = 2 if split == "valid" else 1
+        occurrences = self.train_item_counts().numpy()
         out = []
         for user, s in enumerate(self.sequences):
-            history = s[: len(s) - cut]
-            out.append((user, history[-self.max_len:], int(s[len(s) - cut]), history))
+            history, target = s[: len(s) - cut], int(s[len(s) - cut])
+            out.append((user, history[-self.max_len:], target, history, int(occurrences[target])))
         return out
 
     def train_item_counts(self) -> torch.Tensor:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,9 @@ from sicsrec.nn.losses import content_contrastive, full_softmax_ce, item_scores
 from sicsrec.nn.mix_decoder import Fusion, MixDecoder, gather_last
 
 LORA_TARGETS = ["query", "key", "value", "out", "dense_in", "dense_out"]
+# What carries item information in the stage-1 encoders (trained by the method head, beside LoRA):
+# the ID item table, position tables, embedding LayerNorms and the content projections.
+ITEM_PARTS = {"item_embedding", "position_embedding", "norm", "projections"}
 
 
 def file_sha256(path: str | Path) -> str:
@@ -74,11 +77,16 @@ class Stage2Module(FeatureTable, RecommenderModule):
     lora_targets: module-name suffixes LoRA wraps in both encoders.
     decoder_layers, decoder_heads: mix-modality decoder shape (hidden size = stage 1's).
     dropout, attn_dropout: of the decoder.
-    item_dropout: dropout on the item table at training.
-    train_item_table: also train the ID item table (frozen by default).
-    score_with_content: score ``[ID part ; content part]`` of the user vector against
-        ``[ID table ; content table]`` — starting from the sum of both stage-1 encoders' scores —
-        instead of the ID table alone.
+    item_dropout: dropout on the ID item table at training; ``null``: stage 1's (the same in both stages).
+    head: ``method`` (SICSRec): the ID, content and decoder states are fused into **one** user vector,
+        scored against the ID item table as stage 1 scored it, and the contrastive term pulls that
+        same vector towards the next item's content vector — so the ID-scored representation is
+        aligned with content. Besides LoRA, the decoder and the fusion, the parts that carry item
+        information train: the ID item table, both position tables and embedding LayerNorms, and
+        the content projections. It starts as the stage-1 ID encoder.
+        ``ensemble`` (a baseline): ``[ID part ; content part]`` scored against
+        ``[ID table ; content table]``, starting from the sum of both stage-1 encoders' scores; only
+        LoRA, decoder and fusion train, the contrastive term acts on the content part.
     alpha: weight of the content-aware contrastive loss.
     temperature: τ of the contrastive loss.
     use_decoder, use_contrastive: ablation switches.
@@ -100,9 +108,8 @@ class Stage2Module(FeatureTable, RecommenderModule):
         decoder_heads: int = 2,
         dropout: float = 0.5,
         attn_dropout: float = 0.5,
-        item_dropout: float = 0.5,
-        train_item_table: bool = False,
-        score_with_content: bool = False,
+        item_dropout: float | None = None,
+        head: Literal["method", "ensemble"] = "method",
         alpha: float = 0.2,
         temperature: float = 0.05,
         use_decoder: bool = True,
@@ -137,8 +144,9 @@ class Stage2Module(FeatureTable, RecommenderModule):
             )
             for encoder in (stage1.id_encoder, stage1.content_encoder):
                 inject_adapter_in_model(config, encoder)
+            item_parts = ITEM_PARTS if h.head == "method" else set()
             for name, p in stage1.named_parameters():
-                p.requires_grad_("lora_" in name or (h.train_item_table and name == "id_encoder.item_embedding.weight"))
+                p.requires_grad_("lora_" in name or name.split(".")[1] in item_parts)
         self.stage1, s = stage1, stage1.hparams
         self.decoder = (
             MixDecoder(
@@ -155,12 +163,12 @@ class Stage2Module(FeatureTable, RecommenderModule):
             if h.use_decoder
             else None
         )
-        # with content scoring, the content part starts as stage 1 scored it: cosine / τ
+        # ensemble: the content part starts as stage 1 scored it, cosine / τ; method: the ID stream
         self.fusion = Fusion(
             s.hidden_size,
             3 if h.use_decoder else 2,
-            2 if h.score_with_content else 1,
-            (1.0, 1.0 / s.content_temperature) if h.score_with_content else None,
+            2 if h.head == "ensemble" else 1,
+            (1.0, 1.0 / s.content_temperature) if h.head == "ensemble" else None,
         )
 
     def _pretrained_encoders(self) -> Stage1Module:
@@ -232,10 +240,22 @@ class Stage2Module(FeatureTable, RecommenderModule):
 
     # ---- model --------------------------------------------------------------------------------
     def item_table(self, content: torch.Tensor) -> torch.Tensor:
-        table = F.dropout(self.stage1.id_encoder.item_embedding.weight, self.hparams.item_dropout, self.training)
-        if self.hparams.score_with_content:
+        """What user vectors are scored against: the ID item table (``ensemble``: beside the content table)."""
+        h = self.hparams
+        rate = self.stage1.hparams.item_dropout if h.item_dropout is None else h.item_dropout
+        table = F.dropout(self.stage1.id_encoder.item_embedding.weight, rate, self.training)
+        if h.head == "ensemble":
             table = torch.cat([table, content], dim=-1)
         return table
+
+    def score_items(self, users: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+        """The one scoring of stage 2 — in training, validation, test and predict. ``method``: the ID
+        table scored as stage 1 scored it (its ``scoring`` and ``temperature``); ``ensemble``: dot
+        products with ``[ID table ; content table]``, the content part's 1/τ being in the fusion."""
+        s = self.stage1.hparams
+        if self.hparams.head == "ensemble":
+            return item_scores(users, self.item_table(content))
+        return item_scores(users, self.item_table(content), s.scoring, s.temperature)
 
     def user_states(self, items: torch.Tensor, content: torch.Tensor, all_positions: bool) -> torch.Tensor:
         id_h = self.stage1.id_encoder(items)
@@ -245,18 +265,19 @@ class Stage2Module(FeatureTable, RecommenderModule):
             streams.append(self.decoder(id_h, content_h))
         if not all_positions:
             streams = [gather_last(s, items) for s in streams]
-        if self.hparams.score_with_content:
+        if self.hparams.head == "ensemble":
             streams[1] = F.normalize(streams[1], dim=-1)  # content vectors are unit length too
         return self.fusion(*streams)
 
     def content_part(self, users: torch.Tensor) -> torch.Tensor:
-        """What the contrastive loss pulls towards the next item's content vector."""
-        return users[..., -self.stage1.hparams.hidden_size :] if self.hparams.score_with_content else users
+        """What the contrastive loss pulls towards the next item's content vector: the user vector
+        itself (``method``), or its content part (``ensemble``)."""
+        return users[..., -self.stage1.hparams.hidden_size :] if self.hparams.head == "ensemble" else users
 
     def scores(self, batch: dict) -> dict[str, torch.Tensor]:
         content = self.content_table(self.stage1.content_encoder)
         user = self.user_states(batch["input"], content, all_positions=False)
-        return {"main": item_scores(user, self.item_table(content))}
+        return {"main": self.score_items(user, content)}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         h = self.hparams
@@ -264,7 +285,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
         targets = batch["target"][mask]
         content = self.content_table(self.stage1.content_encoder)
         users = self.user_states(batch["input"], content, all_positions=True)[mask]
-        ce = full_softmax_ce(item_scores(users, self.item_table(content)), targets)
+        ce = full_softmax_ce(self.score_items(users, content), targets)
         loss = ce
         n = int(mask.sum())
         if h.use_contrastive and h.alpha > 0:
