@@ -77,6 +77,37 @@ class SicsrecCLI(LightningCLI):
     def before_fit(self) -> None:
         self._fit_started = time.perf_counter()
 
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI reads a ``--ckpt_path``'s hyperparameters here, before anything is built (and
+        would take the checkpoint's model class over the config's). A file that is no checkpoint, or
+        another stage's, is one clear line instead — not an unpickling traceback from deep inside
+        torch, nor a config silently switched to another model."""
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path is not None and path not in ("last", "best", "hpc", "registry"):
+            self._check_checkpoint(path, self.config[subcommand].get("model"))
+        super()._parse_ckpt_path()
+
+    @staticmethod
+    def _check_checkpoint(path: str, model) -> None:
+        import torch
+
+        if not Path(path).is_file():
+            raise ConfigError(f"--ckpt_path {path}: no such checkpoint file")
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # pickle, zip and torch errors alike: the file is not one of ours
+            raise ConfigError(f"--ckpt_path {path}: not a checkpoint ({type(err).__name__})") from None
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            raise ConfigError(f"--ckpt_path {path}: not a Lightning checkpoint (it holds no state_dict)")
+        saved = str(checkpoint.get("hyper_parameters", {}).get("_class_path", "")).rsplit(".", 1)[-1]
+        built = str(getattr(model, "class_path", "") or "").rsplit(".", 1)[-1]
+        if saved and built and saved != built:
+            raise ConfigError(
+                f"--ckpt_path {path} is a {saved} checkpoint, but the config builds a {built} "
+                "(another stage's checkpoint?)"
+            )
+
     def after_fit(self) -> None:
         from lightning.pytorch.utilities.model_helpers import is_overridden
 

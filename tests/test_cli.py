@@ -197,3 +197,24 @@ def test_every_shipped_config_parses(config, capsys):
         main([*command, "--config", str(REPO / config), "--print_config"])
     assert exit_.value.code in (0, None)
     assert capsys.readouterr().out.strip()
+
+
+def test_a_ckpt_path_that_is_no_checkpoint_or_another_stages_is_one_line(tmp_path, capsys, generated):
+    import torch
+
+    config = str(tiny_config(tmp_path, generated))
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint")
+    other = tmp_path / "s2.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"_class_path": "sicsrec.modules.Stage2Module"}}, other)
+    for path, message in (
+        (text, "notes.ckpt: not a checkpoint (UnpicklingError)"),
+        (other, "s2.ckpt is a Stage2Module checkpoint, but the config builds a Stage1Module"),
+        (tmp_path / "missing.ckpt", "missing.ckpt: no such checkpoint file"),
+    ):
+        for command in ("test", "predict"):
+            with pytest.raises(SystemExit) as exit_:
+                main([command, "--config", config, "--ckpt_path", str(path)])
+            assert exit_.value.code == 2
+            err = capsys.readouterr().err
+            assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
