@@ -190,12 +190,19 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def _bucket(key: str) -> str | None:
+    """The warm/cold bucket a metric key belongs to (``test/cold/hr@10`` → ``cold``), if any."""
+    from sicsrec.evaluation import TARGET_BUCKETS
+
+    return next((part for part in key.split("/")[1:-1] if part in TARGET_BUCKETS), None)
+
+
 def metrics_rows(metrics: dict[str, float], prefix: str = "test") -> list[list]:
     """``[view, k, hr, ndcg]`` rows of the metrics at every K (view ``main`` for one-view models)."""
     rows = []
     for key, value in sorted(metrics.items()):
         parts = key.split("/")
-        if parts[0] != prefix or not parts[-1].startswith("hr@"):
+        if parts[0] != prefix or not parts[-1].startswith("hr@") or _bucket(key):
             continue
         k = int(parts[-1][3:])
         view = "/".join(parts[1:-1]) or "main"
@@ -205,7 +212,10 @@ def metrics_rows(metrics: dict[str, float], prefix: str = "test") -> list[list]:
 
 def format_metrics_table(metrics: dict[str, float], prefix: str = "test") -> str:
     """HR and NDCG at each K as a small table (values ×100), then MRR; one column pair per view
-    (``test/hr@10`` or, for stage 1, ``test/id/hr@10`` and ``test/content/hr@10``)."""
+    (``test/hr@10`` or, for stage 1, ``test/id/hr@10`` and ``test/content/hr@10``); then HR@10 and
+    NDCG@10 by warm/cold bucket of the target, with its users."""
+    buckets = {k: v for k, v in metrics.items() if _bucket(k)}
+    metrics = {k: v for k, v in metrics.items() if k not in buckets}
     views = sorted(
         {
             k[len(prefix) + 1 :].rpartition("/")[0]
@@ -232,6 +242,16 @@ def format_metrics_table(metrics: dict[str, float], prefix: str = "test") -> str
         " MRR "
         + " ".join(f"{100 * metrics.get(f'{tag[v]}mrr', float('nan')):12.2f}" + " " * 14 for v in views).rstrip()
     )
+    for view in views:
+        names = [b for b in ("cold", "rare", "warm") if f"{tag[view]}{b}/users" in buckets]
+        if names:
+            cells = ", ".join(
+                f"{b} {100 * buckets.get(f'{tag[view]}{b}/hr@10', float('nan')):.2f} / "
+                f"{100 * buckets.get(f'{tag[view]}{b}/ndcg@10', float('nan')):.2f} "
+                f"({buckets[f'{tag[view]}{b}/users']:.0f} users)"
+                for b in names
+            )
+            lines.append(f"{(view + ' ') if view else ''}HR@10 / NDCG@10 by target's training occurrences: {cells}")
     return "\n".join(lines)
 
 

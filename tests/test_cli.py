@@ -177,10 +177,19 @@ def test_metrics_table_shows_each_stage1_view():
         },
         "test/id/mrr": 0.05,
         "test/content/mrr": 0.06,
+        **{f"test/id/{b}/hr@10": 0.01 * (i + 1) for i, b in enumerate(("cold", "rare", "warm"))},
+        **{f"test/id/{b}/ndcg@10": 0.005 * (i + 1) for i, b in enumerate(("cold", "rare", "warm"))},
+        **{f"test/id/{b}/users": 10.0 * (i + 1) for i, b in enumerate(("cold", "rare", "warm"))},
     }
     table = format_metrics_table(metrics)
-    assert "id HR" in table and "content NDCG" in table and "nan" not in table
+    assert "id HR" in table and "content NDCG" in table and "nan" not in table and "cold HR" not in table
     assert table.splitlines()[3].split() == ["10", "20.00", "20.00", "10.00", "10.00"]
+    assert table.splitlines()[-1].endswith(
+        "cold 1.00 / 0.50 (10 users), rare 2.00 / 1.00 (20 users), warm 3.00 / 1.50 (30 users)"
+    )
+    from sicsrec.cli import metrics_rows
+
+    assert not {row[0] for row in metrics_rows(metrics)} & {"cold", "rare", "warm"}  # buckets are not views
 
 
 @pytest.mark.parametrize("config", sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml")))
