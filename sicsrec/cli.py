@@ -78,15 +78,17 @@ class SicsrecCLI(LightningCLI):
         self._fit_started = time.perf_counter()
 
     def _parse_ckpt_path(self) -> None:
-        """LightningCLI reads a ``--ckpt_path``'s hyperparameters here, before anything is built (and
-        would take the checkpoint's model class over the config's). A file that is no checkpoint, or
-        another stage's, is one clear line instead — not an unpickling traceback from deep inside
-        torch, nor a config silently switched to another model."""
+        """LightningCLI would read a ``--ckpt_path``'s hyperparameters here and lay them *over* the
+        config: the checkpoint's model class and arguments would replace what the command line
+        says (``test --model.init_args.protocol ninerec`` silently tested under the saved
+        ``recbole``). sicsrec builds the model the config describes instead — the model itself
+        refuses a checkpoint for other data (``num_items``, ``max_len``, the stage-1 SHA-256) — and
+        a file that is no checkpoint, or another stage's, is one clear line, not an unpickling
+        traceback from deep inside torch."""
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if path is not None and path not in ("last", "best", "hpc", "registry"):
             self._check_checkpoint(path, self.config[subcommand].get("model"))
-        super()._parse_ckpt_path()
 
     @staticmethod
     def _check_checkpoint(path: str, model) -> None:

@@ -227,3 +227,26 @@ def test_a_ckpt_path_that_is_no_checkpoint_or_another_stages_is_one_line(tmp_pat
             assert exit_.value.code == 2
             err = capsys.readouterr().err
             assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_test_with_a_checkpoint_uses_the_protocol_the_command_line_asks_for(tmp_path, capsys, generated):
+    """LightningCLI would lay the checkpoint's saved arguments over the command line's."""
+    config = str(tiny_config(tmp_path, generated))
+    main(["fit", "--config", config])
+    fitted = json.loads(next((tmp_path / "runs").rglob("metrics.json")).read_text())
+    main(
+        ["test", "--config", config, "--ckpt_path", fitted["best_checkpoint"], "--model.init_args.protocol", "ninerec"]
+    )
+    tested = json.loads(
+        sorted((tmp_path / "runs").rglob("metrics.json"), key=lambda p: p.stat().st_mtime)[-1].read_text()
+    )
+    from sicsrec.data import SequenceDataModule
+    from sicsrec.evaluation import evaluate
+    from sicsrec.modules import Stage1Module
+
+    model = Stage1Module.load_from_checkpoint(fitted["best_checkpoint"], weights_only=True).eval()
+    dm = SequenceDataModule(str(generated), max_len=20)
+    dm.setup("test")
+    ninerec = evaluate(model.score, dm.test_dataloader(), protocol="ninerec")
+    assert tested["test/mrr"] == pytest.approx(ninerec["mrr"], abs=1e-6)
+    assert tested["test/mrr"] > fitted["test/mrr"]  # the history is masked: not the recbole numbers again
