@@ -1,9 +1,11 @@
 """Stage two: LoRA tuning from the stage-1 checkpoint, with the mix-modality decoder and fusion.
 
-The two encoders' base weights are frozen and peft LoRA adapters are injected into their
+The two encoders' Transformer blocks are frozen and peft LoRA adapters are injected into their
 attention and feed-forward linears; the adapters train together with the decoder (causal
 cross-attention: ID queries, content keys/values) and the fusion of the three last-position
-states. Loss: cross-entropy over all items + α · content-aware contrastive loss.
+states — and, in the method head, with the parts that carry item information (ID item table,
+position tables, embedding LayerNorms, content projections). Loss: cross-entropy over all items
++ α · content-aware contrastive loss on the user vector (see ``head``).
 
 A stage-2 checkpoint holds only what stage 2 trained, and names its stage-1 checkpoint by path
 and SHA-256; loading it rebuilds the stage-1 model from that file first (and refuses another one).
