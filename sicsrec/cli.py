@@ -216,6 +216,8 @@ def format_metrics_table(metrics: dict[str, float], prefix: str = "test") -> str
     """HR and NDCG at each K as a small table (values ×100), then MRR; one column pair per view
     (``test/hr@10`` or, for stage 1, ``test/id/hr@10`` and ``test/content/hr@10``); then HR@10 and
     NDCG@10 by warm/cold bucket of the target, with its users."""
+    from sicsrec.evaluation import TARGET_BUCKETS
+
     buckets = {k: v for k, v in metrics.items() if _bucket(k)}
     metrics = {k: v for k, v in metrics.items() if k not in buckets}
     views = sorted(
@@ -245,7 +247,7 @@ def format_metrics_table(metrics: dict[str, float], prefix: str = "test") -> str
         + " ".join(f"{100 * metrics.get(f'{tag[v]}mrr', float('nan')):12.2f}" + " " * 14 for v in views).rstrip()
     )
     for view in views:
-        names = [b for b in ("cold", "rare", "warm") if f"{tag[view]}{b}/users" in buckets]
+        names = [b for b in TARGET_BUCKETS if f"{tag[view]}{b}/users" in buckets]
         if names:
             cells = ", ".join(
                 f"{b} {100 * buckets.get(f'{tag[view]}{b}/hr@10', float('nan')):.2f} / "

@@ -16,6 +16,7 @@ import re
 import statistics
 from pathlib import Path
 
+from sicsrec.evaluation import TARGET_BUCKETS
 from sicsrec.io import atomic_path
 
 KS = (5, 10, 20)
@@ -23,7 +24,7 @@ BEGIN, END = "<!-- sicsrec report: begin -->", "<!-- sicsrec report: end -->"
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
-BUCKETS = ("cold", "rare", "warm")  # sicsrec.evaluation.TARGET_BUCKETS: 0, 1–4, ≥ 5 training occurrences
+BUCKETS = tuple(TARGET_BUCKETS)  # cold 0, rare 1–4, warm ≥ 5 training occurrences
 
 
 def _views(report: dict) -> list[str]:
