@@ -8,5 +8,13 @@ try:
 except ImportError:  # a torch-only machine (benchmarks/gpu.py on the lent GPU) uses sicsrec.data.batching alone
     pass
 
-__all__ = ["CatalogueFormat", "DataError", "NineRecFormat", "PreparedData", "RawDataset", "SequenceDataModule",
-           "SequenceFormat", "prepare"]
+__all__ = [
+    "CatalogueFormat",
+    "DataError",
+    "NineRecFormat",
+    "PreparedData",
+    "RawDataset",
+    "SequenceDataModule",
+    "SequenceFormat",
+    "prepare",
+]

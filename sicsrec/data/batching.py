@@ -7,7 +7,8 @@ exactly (one sample per prefix, loss at its last position). Target 0 means "no l
 
 from __future__ import annotations
 
-from typing import Iterator, Literal, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -17,8 +18,9 @@ from torch.utils.data import Dataset, Sampler
 TrainTargets = Literal["all_positions", "prefixes"]
 
 
-def training_samples(train_parts: Sequence[np.ndarray], max_len: int, mode: TrainTargets = "all_positions",
-                     stride: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+def training_samples(
+    train_parts: Sequence[np.ndarray], max_len: int, mode: TrainTargets = "all_positions", stride: int | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(input, target) pairs. Sequences longer than ``max_len`` become overlapping windows.
 
     Each later window sees ``max_len`` items of context but only carries the loss for the
@@ -31,7 +33,7 @@ def training_samples(train_parts: Sequence[np.ndarray], max_len: int, mode: Trai
             continue
         if mode == "prefixes":
             for i in range(1, len(seq)):
-                x = seq[max(0, i - max_len): i]
+                x = seq[max(0, i - max_len) : i]
                 y = np.zeros_like(x)
                 y[-1] = seq[i]
                 samples.append((x, y))
@@ -93,8 +95,10 @@ class TrainingBatches(SampleDataset):
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         rows = np.asarray(indices)
         width = max(1, int(self.lengths[rows].max()))
-        return {"input": torch.from_numpy(self.inputs[rows, :width]),
-                "target": torch.from_numpy(self.targets[rows, :width])}
+        return {
+            "input": torch.from_numpy(self.inputs[rows, :width]),
+            "target": torch.from_numpy(self.targets[rows, :width]),
+        }
 
 
 def as_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -119,8 +123,9 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
 
     A batch holds samples whose ``sizes`` add up to at most ``batch_size`` (one per sample by
     default; the number of training targets for ``all_positions``, so that ``batch_size: 1024``
-    means 1,024 targets per step, as RecBole's 1,024 prefixes do). With ``shuffle``, samples are shuffled each epoch (``set_epoch``, which Lightning calls),
-    sorted by length inside mega-batches of ``50 × batch_size`` and the batches shuffled: batches
+    means 1,024 targets per step, as RecBole's 1,024 prefixes do). With ``shuffle``, samples are
+    shuffled each epoch (``set_epoch``, which Lightning calls), sorted by length inside
+    mega-batches of ``50 × batch_size`` and the batches shuffled: batches
     differ every epoch yet stay tight. Under ``torch.distributed`` each rank takes every
     ``world_size``-th batch, the list padded by repeating its first batches so ranks stay in
     step (the evaluation metric counts each user once, so repeats do not count).
@@ -129,8 +134,15 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     killed run had already trained on (the DataModule calls it when a checkpoint is restored).
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 0,
-                 sizes: Sequence[int] | None = None, mega_batch: int = 50):
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        sizes: Sequence[int] | None = None,
+        mega_batch: int = 50,
+    ):
         self.lengths = np.asarray(lengths)
         self.sizes = np.ones(len(self.lengths), dtype=np.int64) if sizes is None else np.asarray(sizes)
         self.batch_size, self.shuffle, self.seed, self.mega_batch = batch_size, shuffle, seed, mega_batch
@@ -143,7 +155,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
 
     @property
-    def sampler(self) -> "LengthGroupedBatchSampler":
+    def sampler(self) -> LengthGroupedBatchSampler:
         """Lightning calls ``set_epoch`` on ``batch_sampler.sampler`` (PyTorch's ``BatchSampler``
         layout), not on the batch sampler itself: without this, every epoch had epoch 0's order."""
         return self
@@ -169,7 +181,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         chunk = max(1, int(self.batch_size * self.mega_batch / max(1.0, self.sizes.mean())))
         batches = []
         for i in range(0, n, chunk):
-            part = perm[i: i + chunk]
+            part = perm[i : i + chunk]
             batches += self._split(part[np.argsort(self.lengths[part], kind="stable")])
         return [batches[k] for k in rng.permutation(len(batches))]
 

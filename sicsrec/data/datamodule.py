@@ -11,8 +11,15 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
-from sicsrec.data.batching import (LengthGroupedBatchSampler, SampleDataset, TrainingBatches, TrainTargets,
-                                   as_batch, collate_eval, training_samples)
+from sicsrec.data.batching import (
+    LengthGroupedBatchSampler,
+    SampleDataset,
+    TrainingBatches,
+    TrainTargets,
+    as_batch,
+    collate_eval,
+    training_samples,
+)
 from sicsrec.data.formats import Reader
 from sicsrec.data.prepare import PreparedData, prepare
 
@@ -47,13 +54,26 @@ class SequenceDataModule(L.LightningDataModule):
         modalities: which of its modalities to use (default: all it has).
     """
 
-    def __init__(self, root: str, reader: Reader | None = None, max_len: int = 50,
-                 train_targets: TrainTargets = "all_positions", window_stride: int | None = None,
-                 min_seq_len: int = 3, drop_consecutive_duplicates: bool = False,
-                 shuffle_sequences: bool = False, text_column: str = "en", batch_size: int = 1024,
-                 eval_batch_size: int = 2048, num_workers: int = 0, cache_dir: str | None = None,
-                 seed: int | None = None, generate_if_missing: bool = False, features: str | None = None,
-                 modalities: list[str] | None = None):
+    def __init__(
+        self,
+        root: str,
+        reader: Reader | None = None,
+        max_len: int = 50,
+        train_targets: TrainTargets = "all_positions",
+        window_stride: int | None = None,
+        min_seq_len: int = 3,
+        drop_consecutive_duplicates: bool = False,
+        shuffle_sequences: bool = False,
+        text_column: str = "en",
+        batch_size: int = 1024,
+        eval_batch_size: int = 2048,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+        seed: int | None = None,
+        generate_if_missing: bool = False,
+        features: str | None = None,
+        modalities: list[str] | None = None,
+    ):
         super().__init__()
         self.save_hyperparameters(ignore=["reader"])
         self.features_manifest, self.modalities = features, modalities
@@ -82,25 +102,30 @@ class SequenceDataModule(L.LightningDataModule):
         from sicsrec.errors import ConfigError, DataError
 
         if self.features_manifest is None:
-            raise ConfigError("this model reads item features: set data.features to a features.json "
-                              "written by `sicsrec features`")
+            raise ConfigError(
+                "this model reads item features: set data.features to a features.json written by `sicsrec features`"
+            )
         path = Path(self.features_manifest)
         if not path.is_file():
             raise DataError(path, "features manifest not found", hint="run `sicsrec features` first")
         manifest = json.loads(path.read_text())
         if manifest.get("data_key") != self.data.key:
-            raise ConfigError(f"{path} was computed for another dataset or preparation "
-                              f"({manifest.get('dataset')}, key {str(manifest.get('data_key'))[:12]}); rerun features")
+            raise ConfigError(
+                f"{path} was computed for another dataset or preparation "
+                f"({manifest.get('dataset')}, key {str(manifest.get('data_key'))[:12]}); rerun features"
+            )
         names = self.modalities or [m for m in ("text", "image") if m in manifest]
         values, masks = {}, {}
         for name in names:
             if name not in manifest:
-                raise ConfigError(f"{path} has no {name!r} features (it has: "
-                                  f"{[m for m in ('text', 'image') if m in manifest]})")
+                raise ConfigError(
+                    f"{path} has no {name!r} features (it has: {[m for m in ('text', 'image') if m in manifest]})"
+                )
             found = load_features(Path(manifest[name]["path"]))
             if found is None or found.meta.get("key") != manifest[name]["key"]:
-                raise DataError(manifest[name]["path"], "cached features missing or changed",
-                                hint="rerun `sicsrec features`")
+                raise DataError(
+                    manifest[name]["path"], "cached features missing or changed", hint="rerun `sicsrec features`"
+                )
             values[name] = torch.from_numpy(np.array(found.values))
             masks[name] = torch.from_numpy(np.array(found.mask))
         return values, masks
@@ -132,13 +157,13 @@ class SequenceDataModule(L.LightningDataModule):
         ``predict`` uses the whole sequence as history (target 0: there is none).
         """
         if split == "predict":
-            return [(user, s[-self.max_len:], 0, s, 0) for user, s in enumerate(self.sequences)]
+            return [(user, s[-self.max_len :], 0, s, 0) for user, s in enumerate(self.sequences)]
         cut = 2 if split == "valid" else 1
         occurrences = self.train_item_counts().numpy()
         out = []
         for user, s in enumerate(self.sequences):
             history, target = s[: len(s) - cut], int(s[len(s) - cut])
-            out.append((user, history[-self.max_len:], target, history, int(occurrences[target])))
+            out.append((user, history[-self.max_len :], target, history, int(occurrences[target])))
         return out
 
     def train_item_counts(self) -> torch.Tensor:
@@ -173,8 +198,14 @@ class SequenceDataModule(L.LightningDataModule):
         else:
             lengths, sizes = dataset.lengths, dataset.sizes
         sampler = LengthGroupedBatchSampler(lengths, batch_size, shuffle, self.resolved_seed, sizes)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader(self.train_set, self.batch_size, True, as_batch)
@@ -186,9 +217,11 @@ class SequenceDataModule(L.LightningDataModule):
             # ones; built each epoch (the CLI's default), it counts this epoch's batches.
             loader.batch_sampler.set_epoch(trainer.current_epoch)
             if trainer.reload_dataloaders_every_n_epochs != 1:
-                rank_zero_warn("SequenceDataModule: set trainer.reload_dataloaders_every_n_epochs=1 (the sicsrec CLI's "
-                               "default): the number of training batches changes every epoch, and Lightning validates "
-                               "at the end of an epoch only when it knows that epoch's number.")
+                rank_zero_warn(
+                    "SequenceDataModule: set trainer.reload_dataloaders_every_n_epochs=1 (the sicsrec CLI's "
+                    "default): the number of training batches changes every epoch, and Lightning validates "
+                    "at the end of an epoch only when it knows that epoch's number."
+                )
         if self._resume is not None:
             loader.batch_sampler.resume_from(*self._resume)
             self._resume = None
@@ -231,8 +264,10 @@ def check_self_sharding(datamodule: L.LightningDataModule) -> None:
     if getattr(trainer._accelerator_connector, "use_distributed_sampler", False):
         from sicsrec.errors import ConfigError
 
-        raise ConfigError("multi-device training needs trainer.use_distributed_sampler: false "
-                          "(sicsrec's batch samplers shard batches across ranks themselves)")
+        raise ConfigError(
+            "multi-device training needs trainer.use_distributed_sampler: false "
+            "(sicsrec's batch samplers shard batches across ranks themselves)"
+        )
 
 
 class AlignDataModule(L.LightningDataModule):
@@ -255,9 +290,19 @@ class AlignDataModule(L.LightningDataModule):
         num_workers: DataLoader workers (covers are read in them).
     """
 
-    def __init__(self, root: str, pairs: str, text_column: str = "en", use_images: bool = True,
-                 batch_size: int = 128, holdout_items: float = 0.1, min_seq_len: int = 3,
-                 cache_dir: str | None = None, seed: int | None = None, num_workers: int = 0):
+    def __init__(
+        self,
+        root: str,
+        pairs: str,
+        text_column: str = "en",
+        use_images: bool = True,
+        batch_size: int = 128,
+        holdout_items: float = 0.1,
+        min_seq_len: int = 3,
+        cache_dir: str | None = None,
+        seed: int | None = None,
+        num_workers: int = 0,
+    ):
         super().__init__()
         self.root, self.pairs_path, self.text_column, self.use_images = Path(root), Path(pairs), text_column, use_images
         self.batch_size, self.holdout_items, self.min_seq_len = batch_size, holdout_items, min_seq_len
@@ -287,8 +332,12 @@ class AlignDataModule(L.LightningDataModule):
             except json.JSONDecodeError:
                 raise DataError(self.pairs_path, "not a JSON object", line) from None
             except KeyError as err:
-                raise DataError(self.pairs_path, f"unknown item or missing field {err}", line,
-                                "pairs were made for another dataset?") from None
+                raise DataError(
+                    self.pairs_path,
+                    f"unknown item or missing field {err}",
+                    line,
+                    "pairs were made for another dataset?",
+                ) from None
         if not rows:
             raise DataError(self.pairs_path, "no pairs")
         return np.array(rows, dtype=np.int64)
@@ -320,15 +369,19 @@ class AlignDataModule(L.LightningDataModule):
     def collate_pairs(self, rows) -> dict:
         rows = np.asarray(rows)
         target, chosen = torch.from_numpy(rows[:, 0]), torch.from_numpy(rows[:, 1])
-        batch = {"target": target, "chosen": chosen,
-                 "target_titles": [self._title(i) for i in rows[:, 0]],
-                 "chosen_titles": [self._title(i) for i in rows[:, 1]]}
+        batch = {
+            "target": target,
+            "chosen": chosen,
+            "target_titles": [self._title(i) for i in rows[:, 0]],
+            "chosen_titles": [self._title(i) for i in rows[:, 1]],
+        }
         if self.has_images:
             covers = {int(i): self._cover(int(i)) for i in np.unique(rows)}
             batch["target_images"] = [covers[int(i)] for i in rows[:, 0]]
             batch["chosen_images"] = [covers[int(i)] for i in rows[:, 1]]
-            batch["pair_has_images"] = torch.tensor([covers[int(a)] is not None and covers[int(b)] is not None
-                                                     for a, b in rows])
+            batch["pair_has_images"] = torch.tensor(
+                [covers[int(a)] is not None and covers[int(b)] is not None for a, b in rows]
+            )
             # text-to-image also learns from items outside the pairs: fill up with random training items
             extra = self.train_items[torch.randint(len(self.train_items), (self.batch_size,)).numpy()]
             for i in np.unique(extra):
@@ -341,13 +394,19 @@ class AlignDataModule(L.LightningDataModule):
         return batch
 
     def _items(self, items, covers) -> dict:
-        return {"items": torch.tensor(items, dtype=torch.long), "item_titles": [self._title(i) for i in items],
-                "item_images": [covers[i] for i in items]}
+        return {
+            "items": torch.tensor(items, dtype=torch.long),
+            "item_titles": [self._title(i) for i in items],
+            "item_images": [covers[i] for i in items],
+        }
 
     def collate_validation(self, _) -> dict:
         rows = self.valid_pairs
-        batch = {"target": torch.from_numpy(rows[:, 0]), "chosen": torch.from_numpy(rows[:, 1]),
-                 "all_titles": list(self.data.titles_in(self.text_column))}
+        batch = {
+            "target": torch.from_numpy(rows[:, 0]),
+            "chosen": torch.from_numpy(rows[:, 1]),
+            "all_titles": list(self.data.titles_in(self.text_column)),
+        }
         if self.has_images:
             covers = {int(i): self._cover(int(i)) for i in self.held_items}
             batch.update(self._items([i for i, c in covers.items() if c is not None], covers))
@@ -363,12 +422,24 @@ class AlignDataModule(L.LightningDataModule):
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             sampler = DistributedSampler(pairs, shuffle=True, seed=self.batch_seed)  # Lightning sets its epoch
             per_rank = len(sampler)
-            return DataLoader(pairs, batch_size=self.batch_size, sampler=sampler, drop_last=per_rank > self.batch_size,
-                              collate_fn=self.collate_pairs, num_workers=self.num_workers)
+            return DataLoader(
+                pairs,
+                batch_size=self.batch_size,
+                sampler=sampler,
+                drop_last=per_rank > self.batch_size,
+                collate_fn=self.collate_pairs,
+                num_workers=self.num_workers,
+            )
         generator = torch.Generator().manual_seed(self.batch_seed)
-        return DataLoader(pairs, batch_size=self.batch_size, shuffle=True,
-                          drop_last=len(pairs) > self.batch_size, collate_fn=self.collate_pairs,
-                          num_workers=self.num_workers, generator=generator)
+        return DataLoader(
+            pairs,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=len(pairs) > self.batch_size,
+            collate_fn=self.collate_pairs,
+            num_workers=self.num_workers,
+            generator=generator,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader([0], batch_size=1, collate_fn=self.collate_validation)

@@ -28,7 +28,7 @@ FEATURE_VERSION = 1
 @dataclass
 class ItemFeatures:
     values: np.ndarray  # (num_items + 1, dim), memory-mapped
-    mask: np.ndarray    # (num_items + 1,) bool
+    mask: np.ndarray  # (num_items + 1,) bool
     meta: dict
     path: Path
 
@@ -53,7 +53,7 @@ def image_table_digest(paths: list[str | None]) -> str:
     databases = set()
     for p in paths:
         if p is not None and p.startswith(PREFIX):
-            databases.add(p[len(PREFIX):].partition("::")[0])
+            databases.add(p[len(PREFIX) :].partition("::")[0])
             entries.append(p)
         elif p is None or not os.path.exists(p):
             entries.append(None)
@@ -91,8 +91,9 @@ def cached_features(name: str, modality: str, key: str, cache_dir: str | None = 
 
 
 @torch.inference_mode()
-def compute_features(path: Path, rows: int, dim: int, batches, encode, meta: dict,
-                     progress: bool = True) -> ItemFeatures:
+def compute_features(
+    path: Path, rows: int, dim: int, batches, encode, meta: dict, progress: bool = True
+) -> ItemFeatures:
     """Fill a (rows, dim) feature file batch by batch. ``batches`` yields (row indices, inputs)
     and ``encode(inputs)`` returns a (len, dim) tensor; rows not yielded stay masked."""
     from tqdm.auto import tqdm
@@ -111,6 +112,7 @@ def compute_features(path: Path, rows: int, dim: int, batches, encode, meta: dic
         with atomic_path(path.with_suffix(".mask.npy")) as mtmp:
             with open(mtmp, "wb") as f:
                 np.save(f, mask)
-        write_json_atomic(path.with_suffix(".json"), {**meta, "rows": rows, "dim": dim,
-                                                      "items_with_features": int(mask.sum())})
+        write_json_atomic(
+            path.with_suffix(".json"), {**meta, "rows": rows, "dim": dim, "items_with_features": int(mask.sum())}
+        )
     return load_features(path)

@@ -51,8 +51,9 @@ def read_text(path: Path) -> str:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
-        raise DataError(path, f"bytes that are not UTF-8 at byte {err.start}", line,
-                        "re-save the file as UTF-8") from None
+        raise DataError(
+            path, f"bytes that are not UTF-8 at byte {err.start}", line, "re-save the file as UTF-8"
+        ) from None
     if not text.strip():
         raise DataError(path, "file is empty")
     return text
@@ -68,11 +69,14 @@ def csv_records(path: Path, delimiter: str = ","):
             if fields and any(f.strip() for f in fields):
                 yield line, fields
     except csv.Error as err:
-        raise DataError(path, f"malformed CSV: {err}", reader.line_num + 1,
-                        "check the quoting of this record") from None
+        raise DataError(
+            path, f"malformed CSV: {err}", reader.line_num + 1, "check the quoting of this record"
+        ) from None
 
 
-def read_item_table(path: Path, n_columns: int, id_kind: Literal["int", "str"]) -> tuple[list[str], dict[str, list[str]]]:
+def read_item_table(
+    path: Path, n_columns: int, id_kind: Literal["int", "str"]
+) -> tuple[list[str], dict[str, list[str]]]:
     """Read a headerless ``id, zh, en`` item file."""
     ids: list[str] = []
     titles: dict[str, list[str]] = {c: [] for c in TITLE_COLUMNS}
@@ -81,9 +85,12 @@ def read_item_table(path: Path, n_columns: int, id_kind: Literal["int", "str"]) 
         if line == 1 and fields[0].strip().lower() in ("item_id", "id", "item"):
             continue  # a header row
         if len(fields) != n_columns:
-            raise DataError(path, f"expected {n_columns} columns (item id, Chinese title, English title), "
-                                  f"found {len(fields)}", line,
-                            "quote titles that contain commas")
+            raise DataError(
+                path,
+                f"expected {n_columns} columns (item id, Chinese title, English title), found {len(fields)}",
+                line,
+                "quote titles that contain commas",
+            )
         item = fields[0].strip()
         if not item or (id_kind == "int" and not item.isdigit()):
             raise DataError(path, f"item id {item!r} is not a non-negative integer", line)
@@ -103,8 +110,9 @@ def find_one(root: Path, pattern: str, what: str) -> Path:
     if not matches:
         raise DataError(root, f"no {what} ({pattern}) in this folder")
     if len(matches) > 1:
-        raise DataError(root, f"several {what} files: {', '.join(m.name for m in matches)}",
-                        hint="keep one dataset per folder")
+        raise DataError(
+            root, f"several {what} files: {', '.join(m.name for m in matches)}", hint="keep one dataset per folder"
+        )
     return matches[0]
 
 
@@ -145,8 +153,9 @@ class SequenceFormat:
             sequences.append(items)
         if not sequences:
             raise DataError(seq_path, "no user has any item")
-        return RawDataset(root.name, item_ids, titles, None, users, sequences, [seq_path, item_path],
-                          {"users_without_items": empty})
+        return RawDataset(
+            root.name, item_ids, titles, None, users, sequences, [seq_path, item_path], {"users_without_items": empty}
+        )
 
 
 class NineRecFormat:
@@ -189,8 +198,9 @@ class NineRecFormat:
         rows = []
         for line, fields in csv_records(path):
             if len(fields) != 3:
-                raise DataError(path, f"expected 3 columns (user, item, timestamp in some order), "
-                                      f"found {len(fields)}", line)
+                raise DataError(
+                    path, f"expected 3 columns (user, item, timestamp in some order), found {len(fields)}", line
+                )
             rows.append((line, *(f.strip() for f in fields)))
         order = self.pair_order
         if order == "auto":
@@ -198,9 +208,11 @@ class NineRecFormat:
             second = sum(r[2] in known for r in rows)
             if first == second or max(first, second) < 0.5 * len(rows):
                 why = "both" if first == len(rows) else "neither"
-                raise DataError(path, f"cannot tell which column holds items: {why} of the first two "
-                                      "columns match the item file",
-                                hint="set pair_order: user_item or item_user")
+                raise DataError(
+                    path,
+                    f"cannot tell which column holds items: {why} of the first two columns match the item file",
+                    hint="set pair_order: user_item or item_user",
+                )
             # The column that matches (nearly) every row holds items; a row where it does not
             # is reported below with its line.
             order = "item_user" if first > second else "user_item"
@@ -241,10 +253,17 @@ class CatalogueFormat:
     Image paths are relative to the item table's folder.
     """
 
-    def __init__(self, interactions: str = "interactions.csv", items: str = "items.csv",
-                 user_column: str = "user_id", item_column: str = "item_id",
-                 time_column: str | None = "timestamp", item_id_column: str = "item_id",
-                 title_columns: dict[str, str] | None = None, image_column: str | None = None):
+    def __init__(
+        self,
+        interactions: str = "interactions.csv",
+        items: str = "items.csv",
+        user_column: str = "user_id",
+        item_column: str = "item_id",
+        time_column: str | None = "timestamp",
+        item_id_column: str = "item_id",
+        title_columns: dict[str, str] | None = None,
+        image_column: str | None = None,
+    ):
         self.interactions, self.items = interactions, items
         self.user_column, self.item_column, self.time_column = user_column, item_column, time_column
         self.item_id_column = item_id_column
@@ -269,8 +288,12 @@ class CatalogueFormat:
             raise DataError(path, f"cannot parse table: {err}") from None
         missing = [c for c in columns if c not in frame.columns]
         if missing:
-            raise DataError(path, f"missing column(s) {missing}; found {list(frame.columns)}",
-                            1, "set the *_column options to this file's names")
+            raise DataError(
+                path,
+                f"missing column(s) {missing}; found {list(frame.columns)}",
+                1,
+                "set the *_column options to this file's names",
+            )
         return frame
 
     def read(self, root: Path) -> RawDataset:
@@ -296,8 +319,11 @@ class CatalogueFormat:
         unknown = ~inter[self.item_column].isin(seen)
         if unknown.any():
             first = inter[unknown].iloc[0]
-            raise DataError(inter_path, f"item {first[self.item_column]!r} is not in the item table {item_path.name}",
-                            int(first["_line"]))
+            raise DataError(
+                inter_path,
+                f"item {first[self.item_column]!r} is not in the item table {item_path.name}",
+                int(first["_line"]),
+            )
         keys = [self.user_column]
         if self.time_column:
             import pandas as pd
@@ -331,8 +357,9 @@ def detect_reader(root: Path) -> Reader:
         inter = sorted(root.glob("interactions.*"))[0].name
         items = sorted(root.glob("items.*"))[0].name
         return CatalogueFormat(interactions=inter, items=items)
-    raise DataError(root, "no known dataset layout here (sequential_data.txt, X_item.csv + X_pair.csv, "
-                          "or interactions.* + items.*)")
+    raise DataError(
+        root, "no known dataset layout here (sequential_data.txt, X_item.csv + X_pair.csv, or interactions.* + items.*)"
+    )
 
 
 def load_cover(path: str | None):

@@ -35,32 +35,106 @@ import numpy as np
 from sicsrec.io import atomic_path, write_json_atomic
 
 CATEGORIES = [
-    ("noodles", "ramen", "udon"), ("pizza", "flatbread", "calzone"), ("dumplings", "wontons", "gyoza"),
-    ("barbecue", "grill", "skewers"), ("cake", "pastry", "dessert"), ("soup", "broth", "stew"),
-    ("salad", "greens", "vegetables"), ("seafood", "shrimp", "crab"), ("curry", "masala", "spices"),
-    ("sushi", "sashimi", "maki"), ("burger", "sandwich", "slider"), ("tea", "coffee", "latte"),
+    ("noodles", "ramen", "udon"),
+    ("pizza", "flatbread", "calzone"),
+    ("dumplings", "wontons", "gyoza"),
+    ("barbecue", "grill", "skewers"),
+    ("cake", "pastry", "dessert"),
+    ("soup", "broth", "stew"),
+    ("salad", "greens", "vegetables"),
+    ("seafood", "shrimp", "crab"),
+    ("curry", "masala", "spices"),
+    ("sushi", "sashimi", "maki"),
+    ("burger", "sandwich", "slider"),
+    ("tea", "coffee", "latte"),
 ]
-ADJECTIVES = ["amazing", "cheap", "homemade", "giant", "spicy", "secret", "classic", "quick", "street",
-              "midnight", "budget", "luxury", "tiny", "famous", "hidden", "weekend"]
-FILLERS = ["challenge", "review", "recipe", "vlog", "taste test", "tour", "for beginners", "in 5 minutes",
-           "at home", "vs restaurant", "part 2", "live", "compilation", "first try", "explained", "ranking"]
-COLOURS = [(220, 40, 40), (40, 170, 60), (40, 80, 220), (230, 200, 40), (160, 60, 200), (40, 200, 210),
-           (240, 130, 30), (120, 120, 120)]
+ADJECTIVES = [
+    "amazing",
+    "cheap",
+    "homemade",
+    "giant",
+    "spicy",
+    "secret",
+    "classic",
+    "quick",
+    "street",
+    "midnight",
+    "budget",
+    "luxury",
+    "tiny",
+    "famous",
+    "hidden",
+    "weekend",
+]
+FILLERS = [
+    "challenge",
+    "review",
+    "recipe",
+    "vlog",
+    "taste test",
+    "tour",
+    "for beginners",
+    "in 5 minutes",
+    "at home",
+    "vs restaurant",
+    "part 2",
+    "live",
+    "compilation",
+    "first try",
+    "explained",
+    "ranking",
+]
+COLOURS = [
+    (220, 40, 40),
+    (40, 170, 60),
+    (40, 80, 220),
+    (230, 200, 40),
+    (160, 60, 200),
+    (40, 200, 210),
+    (240, 130, 30),
+    (120, 120, 120),
+]
 
 
-def generate(out: str | Path, users: int = 2000, items: int = 300, seed: int = 0, name: str = "Gen",
-             categories: int = 8, colours: int = 6, successors: int = 2, id_signal: float = 0.5,
-             text_signal: float = 0.25, image_signal: float = 0.15, skip_signal: float = 0.0, mean_length: float = 8.0,
-             max_length: int = 40, covers: Literal["signal", "noise", "none"] = "signal",
-             cover_size: int = 24) -> Path:
+def generate(
+    out: str | Path,
+    users: int = 2000,
+    items: int = 300,
+    seed: int = 0,
+    name: str = "Gen",
+    categories: int = 8,
+    colours: int = 6,
+    successors: int = 2,
+    id_signal: float = 0.5,
+    text_signal: float = 0.25,
+    image_signal: float = 0.15,
+    skip_signal: float = 0.0,
+    mean_length: float = 8.0,
+    max_length: int = 40,
+    covers: Literal["signal", "noise", "none"] = "signal",
+    cover_size: int = 24,
+) -> Path:
     """Write a generated dataset to ``out`` and return the folder."""
     if not 0 <= id_signal + text_signal + image_signal + skip_signal <= 1:
         raise ValueError("id_signal + text_signal + image_signal + skip_signal must lie in [0, 1]")
     categories, colours = min(categories, len(CATEGORIES)), min(colours, len(COLOURS))
-    params = dict(users=users, items=items, seed=seed, name=name, categories=categories, colours=colours,
-                  successors=successors, id_signal=id_signal, text_signal=text_signal, image_signal=image_signal,
-                  skip_signal=skip_signal,
-                  mean_length=mean_length, max_length=max_length, covers=covers, cover_size=cover_size)
+    params = dict(
+        users=users,
+        items=items,
+        seed=seed,
+        name=name,
+        categories=categories,
+        colours=colours,
+        successors=successors,
+        id_signal=id_signal,
+        text_signal=text_signal,
+        image_signal=image_signal,
+        skip_signal=skip_signal,
+        mean_length=mean_length,
+        max_length=max_length,
+        covers=covers,
+        cover_size=cover_size,
+    )
     rng = np.random.default_rng(seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -107,8 +181,10 @@ def generate(out: str | Path, users: int = 2000, items: int = 300, seed: int = 0
         writer = csv.writer(f)
         for i in range(items):
             words = CATEGORIES[category[i]]
-            title = (f"{ADJECTIVES[rng.integers(len(ADJECTIVES))]} {words[rng.integers(len(words))]} "
-                     f"{FILLERS[rng.integers(len(FILLERS))]}")
+            title = (
+                f"{ADJECTIVES[rng.integers(len(ADJECTIVES))]} {words[rng.integers(len(words))]} "
+                f"{FILLERS[rng.integers(len(FILLERS))]}"
+            )
             writer.writerow([ids[i], f"【{i}】{title}", title.capitalize()])
 
     with atomic_path(out / f"{name}_attributes.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -123,8 +199,16 @@ def generate(out: str | Path, users: int = 2000, items: int = 300, seed: int = 0
     return out
 
 
-def _draw_covers(folder: Path, ids: list[str], colour: np.ndarray, category: np.ndarray, categories: int,
-                 noise: bool, size: int, rng: np.random.Generator) -> None:
+def _draw_covers(
+    folder: Path,
+    ids: list[str],
+    colour: np.ndarray,
+    category: np.ndarray,
+    categories: int,
+    noise: bool,
+    size: int,
+    rng: np.random.Generator,
+) -> None:
     """A cover is painted in its colour, with a white bar whose height marks its category (the
     link between a title and its cover). ``noise`` paints a random colour and bar instead."""
     from PIL import Image
@@ -135,6 +219,6 @@ def _draw_covers(folder: Path, ids: list[str], colour: np.ndarray, category: np.
         c = rng.integers(len(COLOURS)) if noise else colour[i]
         k = rng.integers(categories) if noise else category[i]
         pixels = np.array(COLOURS[c], dtype=np.float32) + rng.normal(0, 20, size=(size, size, 3))
-        pixels[k * band: (k + 1) * band] = 255.0
+        pixels[k * band : (k + 1) * band] = 255.0
         with atomic_path(folder / f"{item}.jpg") as tmp:
             Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(tmp, format="JPEG", quality=90)

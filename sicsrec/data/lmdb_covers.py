@@ -18,9 +18,14 @@ import numpy as np
 from sicsrec.errors import DataError
 
 PREFIX = "lmdb:"
-NUMPY_ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-                 ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-                 ("numpy._core.multiarray", "scalar")}
+NUMPY_ALLOWED = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+}
 
 
 class LMDBImage:
@@ -41,8 +46,10 @@ class RestrictedUnpickler(pickle.Unpickler):
             return LMDBImage
         if (module, name) in NUMPY_ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: only LMDB_Image records and numpy "
-                                     "arrays are read from cover databases")
+        raise pickle.UnpicklingError(
+            f"refusing to unpickle {module}.{name}: only LMDB_Image records and numpy "
+            "arrays are read from cover databases"
+        )
 
 
 def cover_ref(db: Path, item: str) -> str:
@@ -61,7 +68,7 @@ def read_lmdb_cover(ref: str):
     A record that is not an image record is a DataError naming the database and key."""
     from PIL import Image
 
-    db, _, item = ref[len(PREFIX):].partition("::")
+    db, _, item = ref[len(PREFIX) :].partition("::")
     with _env(db).begin() as txn:
         raw = txn.get(item.encode("utf-8"))
     if raw is None:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sicsrec.errors import DataError
 from sicsrec.data.formats import RawDataset, Reader, detect_reader
+from sicsrec.errors import DataError
 from sicsrec.io import atomic_path, cache_root, hash_files
 
 log = logging.getLogger(__name__)
@@ -27,11 +27,11 @@ class PreparedData:
 
     name: str
     key: str
-    item_ids: list[str]            # item_ids[i - 1] is the original id of internal item i
+    item_ids: list[str]  # item_ids[i - 1] is the original id of internal item i
     user_ids: list[str]
-    offsets: np.ndarray            # user u's items are items[offsets[u]:offsets[u + 1]]
+    offsets: np.ndarray  # user u's items are items[offsets[u]:offsets[u + 1]]
     items: np.ndarray
-    titles: dict[str, list[str]]   # per language, aligned with item_ids
+    titles: dict[str, list[str]]  # per language, aligned with item_ids
     images: list[str | None] | None
     stats: dict
 
@@ -50,7 +50,7 @@ class PreparedData:
         return self.titles[column]
 
     def sequence(self, user: int) -> np.ndarray:
-        return self.items[self.offsets[user]: self.offsets[user + 1]]
+        return self.items[self.offsets[user] : self.offsets[user + 1]]
 
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
@@ -62,14 +62,15 @@ class PreparedData:
                 np.savez(f, offsets=self.offsets, items=self.items, meta=np.array(json.dumps(meta)))
 
     @classmethod
-    def load(cls, path: Path) -> "PreparedData":
+    def load(cls, path: Path) -> PreparedData:
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 return cls(offsets=z["offsets"], items=z["items"], **meta)
         except Exception as err:
-            raise DataError(path, f"prepared-data cache is unreadable ({err})",
-                            hint="delete it and run again") from None
+            raise DataError(
+                path, f"prepared-data cache is unreadable ({err})", hint="delete it and run again"
+            ) from None
 
 
 def build(raw: RawDataset, key: str, min_seq_len: int = 3, drop_consecutive_duplicates: bool = False) -> PreparedData:
@@ -89,8 +90,7 @@ def build(raw: RawDataset, key: str, min_seq_len: int = 3, drop_consecutive_dupl
         users.append(user)
         seqs.append(np.asarray(ids, dtype=np.int64))
     if not seqs:
-        raise DataError(raw.sources[0], f"no user has at least {min_seq_len} items",
-                        hint="lower data.min_seq_len")
+        raise DataError(raw.sources[0], f"no user has at least {min_seq_len} items", hint="lower data.min_seq_len")
     lengths = np.array([len(s) for s in seqs])
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     flat = np.concatenate(seqs)
@@ -112,24 +112,43 @@ def build(raw: RawDataset, key: str, min_seq_len: int = 3, drop_consecutive_dupl
         "covers": sum(p is not None for p in raw.images) if raw.images else 0,
         **raw.counts,
     }
-    return PreparedData(raw.name, key, list(raw.item_ids), users, offsets, flat,
-                        {k: list(v) for k, v in raw.titles.items()}, raw.images, stats)
+    return PreparedData(
+        raw.name,
+        key,
+        list(raw.item_ids),
+        users,
+        offsets,
+        flat,
+        {k: list(v) for k, v in raw.titles.items()},
+        raw.images,
+        stats,
+    )
 
 
 def reader_spec(reader: Reader) -> dict:
     return {"class": type(reader).__name__, **vars(reader)}
 
 
-def prepare(root: str | Path, reader: Reader | None = None, min_seq_len: int = 3,
-            drop_consecutive_duplicates: bool = False, cache_dir: str | Path | None = None) -> PreparedData:
+def prepare(
+    root: str | Path,
+    reader: Reader | None = None,
+    min_seq_len: int = 3,
+    drop_consecutive_duplicates: bool = False,
+    cache_dir: str | Path | None = None,
+) -> PreparedData:
     """Read and prepare ``root`` once; later calls with unchanged files and options load the cache."""
     root = Path(root)
     reader = reader or detect_reader(root)
     if not root.is_dir():
         raise DataError(root, "dataset folder not found", hint="set data.root to a dataset folder")
-    options = {"reader": reader_spec(reader), "min_seq_len": min_seq_len,
-               "drop_consecutive_duplicates": drop_consecutive_duplicates, "version": FORMAT_VERSION,
-               "root": str(root.resolve()), "covers": cover_listing(root)}
+    options = {
+        "reader": reader_spec(reader),
+        "min_seq_len": min_seq_len,
+        "drop_consecutive_duplicates": drop_consecutive_duplicates,
+        "version": FORMAT_VERSION,
+        "root": str(root.resolve()),
+        "covers": cover_listing(root),
+    }
     sources = source_files(root, reader)
     key = hash_files(sources, extra=options)
     path = cache_root(cache_dir) / "prepared" / f"{root.name}-{key[:16]}.npz"

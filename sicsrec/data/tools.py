@@ -10,9 +10,17 @@ from sicsrec.data.prepare import format_stats, prepare
 from sicsrec.io import cache_root, write_json_atomic
 
 
-def generate(out: str, users: int = 2000, items: int = 300, seed: int = 0, name: str = "Gen",
-             id_signal: float = 0.5, text_signal: float = 0.25, image_signal: float = 0.15,
-             covers: Literal["signal", "noise", "none"] = "signal") -> None:
+def generate(
+    out: str,
+    users: int = 2000,
+    items: int = 300,
+    seed: int = 0,
+    name: str = "Gen",
+    id_signal: float = 0.5,
+    text_signal: float = 0.25,
+    image_signal: float = 0.15,
+    covers: Literal["signal", "noise", "none"] = "signal",
+) -> None:
     """Write a generated NineRec-layout dataset with planted signals (see sicsrec.data.generate).
 
     Args:
@@ -26,13 +34,27 @@ def generate(out: str, users: int = 2000, items: int = 300, seed: int = 0, name:
         image_signal: share of transitions following the colour cycle (in covers).
         covers: ``signal`` (colour attribute), ``noise`` (unrelated colours) or ``none``.
     """
-    folder = gen.generate(out, users=users, items=items, seed=seed, name=name, id_signal=id_signal,
-                          text_signal=text_signal, image_signal=image_signal, covers=covers)
+    folder = gen.generate(
+        out,
+        users=users,
+        items=items,
+        seed=seed,
+        name=name,
+        id_signal=id_signal,
+        text_signal=text_signal,
+        image_signal=image_signal,
+        covers=covers,
+    )
     print(f"generated {users} users × {items} items in {folder}")
 
 
-def prepare_dataset(root: str, min_seq_len: int = 3, drop_consecutive_duplicates: bool = False,
-                    text_column: str = "en", cache_dir: str | None = None) -> None:
+def prepare_dataset(
+    root: str,
+    min_seq_len: int = 3,
+    drop_consecutive_duplicates: bool = False,
+    text_column: str = "en",
+    cache_dir: str | None = None,
+) -> None:
     """Prepare (remap ids, filter, cache) a dataset folder and print its statistics.
 
     Args:
