@@ -30,15 +30,10 @@ class PredictionWriter(L.Callback):
         self.rows = []
 
     def on_predict_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        scores = outputs["scores"].float().clone()
-        scores[:, 0] = float("-inf")
-        if self.exclude_seen:
-            scores.scatter_(1, outputs["history"], float("-inf"))
-        k = min(self.top_k, scores.shape[1] - 1)
-        top = torch.topk(scores, k, dim=1)
-        for user, items, values in zip(outputs["user"].tolist(), top.indices.tolist(), top.values.tolist()):
-            keep = [(i, v) for i, v in zip(items, values) if v != float("-inf")]
-            self.rows.append((user, [i for i, _ in keep], [v for _, v in keep]))
+        from sicsrec.ranking import top_items
+
+        top = top_items(outputs["scores"], outputs["history"], self.top_k, self.exclude_seen)
+        self.rows += [(user, items, values) for user, (items, values) in zip(outputs["user"].tolist(), top)]
 
     def on_predict_epoch_end(self, trainer, module) -> None:
         import torch.distributed as dist
@@ -67,6 +62,36 @@ class PredictionWriter(L.Callback):
                     + "\n"
                 )
         print(f"predictions for {len(self.rows)} users written to {path}")
+
+
+class EpochLines(L.Callback):
+    """One plain line per epoch — epoch, training loss, the monitored validation metric, seconds —
+    for output that is not a terminal (a log file, CI), where a progress bar prints nothing useful
+    until the end. The CLI puts it in the progress bar's place there."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        import time
+
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        import time
+
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+        loss = metrics.get("train/loss_epoch", metrics.get("train/loss"))
+        if loss is not None:
+            parts.append(f"train/loss {float(loss):.4f}")
+        monitor = getattr(trainer.checkpoint_callback, "monitor", None) or getattr(module, "monitor", None)
+        if monitor in metrics:
+            parts.append(f"{monitor} {float(metrics[monitor]):.4f}")
+        parts.append(f"{time.perf_counter() - self._started:.1f} s")
+        print("  ".join(parts), flush=True)
 
 
 class ResumeRandomState(L.Callback):

@@ -12,11 +12,41 @@ from pathlib import Path
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from sicsrec.callbacks import KeepMetricsOnResume, PredictionWriter, ResumeRandomState
+from sicsrec.callbacks import EpochLines, KeepMetricsOnResume, PredictionWriter, ResumeRandomState
 from sicsrec.errors import ConfigError, DataError, TrainingError
 from sicsrec.io import write_json_atomic
 
 REPORT_PACKAGES = ("sicsrec", "torch", "lightning", "numpy", "transformers", "peft", "timm")
+
+# Warnings every run printed that say nothing about the run (each with why it is harmless here).
+KNOWN_NOISE = (
+    r".*isinstance\(treespec, LeafSpec\)",  # Lightning's own pytree use under newer torch
+    r"The number of training batches .* is smaller than the logging interval",  # epoch values are logged anyway
+    r"You are using a custom batch sampler `LengthGroupedBatchSampler`",  # it yields every sample (tested)
+    r".*skip_none parameter was deprecated",  # LightningCLI's call into newer jsonargparse
+)
+
+
+def quiet_known_noise() -> None:
+    """Silence what the project causes or knows to be harmless; everything else still shows."""
+    import warnings
+
+    for message in KNOWN_NOISE:
+        warnings.filterwarnings("ignore", message=message)
+    # Lightning's advertisements for its cloud products ("💡 Tip: ... litlogger / litmodels")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: not str(record.msg).startswith("💡 Tip")
+    )
+
+
+def prepare_wandb(logger) -> None:
+    """Lightning's WandbLogger passes ``anonymous=None``, which W&B now warns about on every run, and
+    W&B warns "git root … does not exist" when its folder is not there yet: leave the first out and
+    create the folder, so the run still records the git state of the code."""
+    if logger._wandb_init.get("anonymous") is None:
+        logger._wandb_init.pop("anonymous", None)
+    if logger.save_dir:
+        Path(logger.save_dir).mkdir(parents=True, exist_ok=True)
 
 
 def wandb_loggers(trainer) -> list:
@@ -68,6 +98,16 @@ class SicsrecCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
+        for logger in wandb_loggers(trainer):
+            prepare_wandb(logger)
+        if self.subcommand != "fit":  # test/predict log into a new folder; the fit's checkpoint record is not needed
+            import warnings
+
+            warnings.filterwarnings("ignore", message="The dirpath has changed from")
+        if trainer.progress_bar_callback is not None and not sys.stdout.isatty():
+            # a log file or CI: one line per epoch instead of a bar that shows only its last frame
+            trainer.callbacks.remove(trainer.progress_bar_callback)
+            trainer.callbacks.append(EpochLines())
         trainer.callbacks.append(ResumeRandomState())  # always: any checkpoint can be resumed exactly
         trainer.callbacks.append(
             KeepMetricsOnResume(trainer.loggers)
@@ -88,10 +128,12 @@ class SicsrecCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if path is not None and path not in ("last", "best", "hpc", "registry"):
-            self._check_checkpoint(path, self.config[subcommand].get("model"))
+            model = self.config[subcommand].get("model")
+            self.check_checkpoint(path, str(getattr(model, "class_path", "") or "").rsplit(".", 1)[-1])
 
     @staticmethod
-    def _check_checkpoint(path: str, model) -> None:
+    def check_checkpoint(path: str, built: str) -> dict:
+        """The checkpoint in ``path`` (loaded weights-only) if it is one, and of the model class ``built``."""
         import torch
 
         if not Path(path).is_file():
@@ -103,12 +145,12 @@ class SicsrecCLI(LightningCLI):
         if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
             raise ConfigError(f"--ckpt_path {path}: not a Lightning checkpoint (it holds no state_dict)")
         saved = str(checkpoint.get("hyper_parameters", {}).get("_class_path", "")).rsplit(".", 1)[-1]
-        built = str(getattr(model, "class_path", "") or "").rsplit(".", 1)[-1]
         if saved and built and saved != built:
             raise ConfigError(
                 f"--ckpt_path {path} is a {saved} checkpoint, but the config builds a {built} "
                 "(another stage's checkpoint?)"
             )
+        return checkpoint
 
     def after_fit(self) -> None:
         from lightning.pytorch.utilities.model_helpers import is_overridden
@@ -272,13 +314,17 @@ def data_main(argv: list[str]) -> None:
 
 
 def step_main(step: str, argv: list[str]) -> None:
-    """``sicsrec pairs`` and ``sicsrec features``: one function each, configured like the rest."""
+    """``sicsrec pairs``, ``features``, ``recommend`` and ``export``: one function each, configured like the rest."""
     from jsonargparse import auto_cli
 
     if step == "pairs":
         from sicsrec.content.pairs import run_pairs as function
-    else:
+    elif step == "features":
         from sicsrec.content.featurize import featurize as function
+    elif step == "recommend":
+        from sicsrec.serving import recommend as function
+    else:
+        from sicsrec.serving import export as function
     auto_cli(function, args=argv, as_positional=False)
 
 
@@ -293,6 +339,9 @@ steps:
   pairs --config pairs.yaml                              LLM-judged item pairs (resumable)
   features --config features.yaml                        cached item features
   run configs/DATASET/ [--seeds [S,...]] [--until STEP]   the whole chain, up-to-date steps skipped
+serving (RUN: a run folder, or a config file + --ckpt_path):
+  recommend --run RUN [--histories F|-] [--out F|-] [--top_k K]   next items for histories in catalogue ids
+  export --run RUN --out DIR                             item vectors + manifest for an ANN index
   report RUN_FOLDER ... [--out docs/results.md]          tables (mean ± std over seeds) and plots
 """
 
@@ -304,10 +353,11 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_known_noise()
     try:
         if args[:1] == ["data"]:
             data_main(args[1:])
-        elif args[:1] in (["pairs"], ["features"]):
+        elif args[:1] in (["pairs"], ["features"], ["recommend"], ["export"]):
             step_main(args[0], args[1:])
         elif args[:1] == ["run"]:
             from jsonargparse import auto_cli

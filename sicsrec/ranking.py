@@ -43,3 +43,20 @@ def metrics_from_ranks(ranks: torch.Tensor, ks=DEFAULT_KS) -> dict[str, float]:
         out[f"ndcg@{k}"] = torch.where(hit, 1.0 / torch.log2(ranks + 2.0), torch.zeros_like(ranks)).mean().item()
     out["mrr"] = (1.0 / (ranks + 1.0)).mean().item()
     return out
+
+
+def top_items(
+    scores: torch.Tensor, history: torch.Tensor, k: int, exclude_seen: bool = True
+) -> list[tuple[list[int], list[float]]]:
+    """Each row's ``k`` best items (ids, scores), best first: padding never, the history's items not
+    when ``exclude_seen`` — what ``predict`` and ``recommend`` return."""
+    scores = scores.float().clone()
+    scores[:, 0] = float("-inf")
+    if exclude_seen:
+        scores.scatter_(1, history, float("-inf"))
+    top = torch.topk(scores, min(k, scores.shape[1] - 1), dim=1)
+    rows = []
+    for items, values in zip(top.indices.tolist(), top.values.tolist()):
+        keep = [(i, v) for i, v in zip(items, values) if v != float("-inf")]
+        rows.append(([i for i, _ in keep], [v for _, v in keep]))
+    return rows

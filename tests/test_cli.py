@@ -156,6 +156,86 @@ def test_predict_writes_top_k_in_original_ids_without_seen_items(tmp_path, capsy
         expected = [item_ids[i - 1] for i in row.topk(5).indices.tolist()]
         assert next(r for r in rows if r["user"] == user)["items"] == expected, user
 
+    # recommend: the same top 5 for each user's whole sequence given in original ids; unknown ids
+    # are reported and skipped, never ranked as padding
+    run = ckpt.parent.parent
+    asked = sorted(history)[:40]
+    histories = tmp_path / "histories.jsonl"
+    lines = [{"id": u, "items": history[u]} for u in asked]
+    lines += [{"id": "noisy", "items": ["nope", *history[asked[0]], "nada"]}, {"id": "none", "items": ["nope"]}]
+    histories.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    served = tmp_path / "served.jsonl"
+    capsys.readouterr()
+    main(
+        [
+            "recommend",
+            "--run",
+            str(run),
+            "--histories",
+            str(histories),
+            "--out",
+            str(served),
+            "--top_k",
+            "5",
+            "--with_vectors",
+            "true",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert "history noisy: 2 id(s) not in the catalogue, skipped: nope, nada" in err
+    assert "history none: 1 id(s) not in the catalogue, skipped: nope (no known item left" in err
+    answers = {r["id"]: r for r in map(json.loads, served.read_text().splitlines())}
+    predicted = {r["user"]: r for r in rows}
+    for user in asked:
+        assert answers[user]["items"] == predicted[user]["items"], user
+        assert answers[user]["scores"] == pytest.approx(predicted[user]["scores"], abs=1e-5)
+        assert "unknown" not in answers[user]
+    assert answers["noisy"]["items"] == predicted[asked[0]]["items"]
+    assert answers["noisy"]["unknown"] == ["nope", "nada"]
+    assert answers["none"]["items"] == [] and answers["none"]["unknown"] == ["nope"]
+    # export: exact search of the user vectors over the exported item vectors gives the same top 5
+    import numpy as np
+
+    main(["export", "--run", str(run), "--out", str(tmp_path / "export")])
+    manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
+    vectors = np.load(tmp_path / "export" / manifest["vectors"])
+    assert manifest["scoring"] == "dot" and vectors.shape == (manifest["count"], manifest["dimension"])
+    assert manifest["count"] == len(item_ids) and manifest["item_ids"] == item_ids
+    column = {item: k for k, item in enumerate(manifest["item_ids"])}
+    for user in asked:
+        found = vectors @ np.asarray(answers[user]["vector"], dtype=np.float32)
+        found[[column[i] for i in history[user]]] = -np.inf
+        assert [manifest["item_ids"][k] for k in np.argsort(-found, kind="stable")[:5]] == answers[user]["items"]
+
+
+def test_a_fit_whose_output_is_not_a_terminal_prints_a_line_per_epoch_and_none_of_the_known_noise(tmp_path, generated):
+    import re
+    import subprocess
+    import sys
+
+    cfg = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
+    cfg["trainer"].update(max_epochs=2, enable_progress_bar=True)  # as shipped, with W&B
+    cfg["trainer"]["logger"][0]["init_args"]["save_dir"] = str(tmp_path / "runs")
+    cfg["trainer"]["logger"][1]["init_args"]["save_dir"] = str(tmp_path / "runs" / "wandb")
+    cfg["data"]["init_args"].update(root=str(generated), generate_if_missing=False)
+    cfg["model"]["init_args"].update(hidden_size=16, inner_size=16)
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    done = subprocess.run(
+        [sys.executable, "-m", "sicsrec.cli", "fit", "--config", "tiny.yaml"],
+        cwd=tmp_path,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    epochs = re.findall(r"^epoch (\d)/2  train/loss \d+\.\d{4}  valid/hr@10 0\.\d{4}  \d+\.\d s$", done.stdout, re.M)
+    assert epochs == ["1", "2"], done.stdout
+    for noise in ("litlogger", "anonymous setting", "git root", "LeafSpec", "log_every_n_steps", "Traceback"):
+        assert noise not in out, noise
+    assert "test metrics (×100)" in done.stdout and "metrics written to" in done.stdout
+
 
 def test_data_root_points_a_config_at_another_folder(capsys):
     printed = print_config(

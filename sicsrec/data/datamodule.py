@@ -157,7 +157,7 @@ class SequenceDataModule(L.LightningDataModule):
         ``predict`` uses the whole sequence as history (target 0: there is none).
         """
         if split == "predict":
-            return [(user, s[-self.max_len :], 0, s, 0) for user, s in enumerate(self.sequences)]
+            return self.history_samples(self.sequences)
         cut = 2 if split == "valid" else 1
         occurrences = self.train_item_counts().numpy()
         out = []
@@ -165,6 +165,16 @@ class SequenceDataModule(L.LightningDataModule):
             history, target = s[: len(s) - cut], int(s[len(s) - cut])
             out.append((user, history[-self.max_len :], target, history, int(occurrences[target])))
         return out
+
+    def history_samples(self, histories: list[np.ndarray]) -> list:
+        """Samples that ask for the next item after each whole history (internal ids): its last
+        ``max_len`` items are the model input, all of them the seen items. ``predict`` and
+        ``recommend`` both rank from these."""
+        return [(key, h[-self.max_len :], 0, h, 0) for key, h in enumerate(histories)]
+
+    def history_loader(self, histories: list[np.ndarray]) -> DataLoader:
+        """``predict``'s loader over any histories; each batch's ``user`` is the history's index."""
+        return self._loader(SampleDataset(self.history_samples(histories)), self.eval_batch_size, False, collate_eval)
 
     def train_item_counts(self) -> torch.Tensor:
         """Interactions per item in the training parts (index 0 = padding): the popularity baseline."""

@@ -9,6 +9,7 @@ from torch import nn
 
 from sicsrec.errors import ConfigError, TrainingError
 from sicsrec.evaluation import Protocol, RankingMetrics
+from sicsrec.nn.losses import Scoring, item_scores
 
 
 def check_finite(module: L.LightningModule, loss: torch.Tensor) -> None:
@@ -36,10 +37,15 @@ def parameter_groups(module: nn.Module) -> list[dict]:
 
 
 class RecommenderModule(L.LightningModule):
-    """Subclasses implement ``scores(batch) -> {view: (B, num_items + 1)}``, ``build`` and ``training_step``.
+    """Subclasses implement ``scores(batch) -> {view: (B, num_items + 1)}``, ``build`` and ``training_step``,
+    and the retrieval view of the model: ``user_vectors``, ``item_vectors`` and ``scoring``.
 
     With one view (``main``) metrics are logged as ``valid/hr@10``; with several (stage 1's
     ``id`` and ``content`` encoders) as ``valid/id/hr@10`` …, and ``valid/hr@10`` is their mean.
+
+    ``score`` (what ``predict``, ``recommend`` and ``export`` rank by) is the first view, computed as
+    ``item_scores(user_vectors, item_vectors, *scoring)``: an exported item table searched exactly
+    with a user vector gives the same ranking.
     """
 
     def __init__(
@@ -58,9 +64,21 @@ class RecommenderModule(L.LightningModule):
     def scores(self, batch: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def user_vectors(self, batch: dict) -> torch.Tensor:
+        """(B, D): one vector per history in ``batch["input"]``, what item vectors are scored against."""
+        raise NotImplementedError
+
+    def item_vectors(self) -> torch.Tensor:
+        """(num_items + 1, D): the vectors user vectors are scored against (row 0 = padding)."""
+        raise NotImplementedError
+
+    def scoring(self) -> tuple[Scoring, float]:
+        """How a user vector scores an item vector: ``dot``, or ``cosine`` divided by the temperature."""
+        raise NotImplementedError
+
     def score(self, batch: dict) -> torch.Tensor:
         """The scores of the first view: what ``predict`` ranks by."""
-        return self.scores(batch)[self.views[0]]
+        return item_scores(self.user_vectors(batch), self.item_vectors(), *self.scoring())
 
     def bind_features(self, datamodule) -> None:
         """Modules that read item features take them here (they are data, not parameters)."""

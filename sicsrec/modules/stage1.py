@@ -156,16 +156,33 @@ class Stage1Module(FeatureTable, RecommenderModule):
     def _view(self, name: str) -> str:
         return "main" if self.views == ("main",) else name
 
+    def _encoders(self) -> list[str]:
+        return [name for name, on in (("id", self.hparams.use_id), ("content", self.hparams.use_content)) if on]
+
+    # The retrieval view is the first encoder's (``id`` when both are trained): what predict ranks by.
+    def user_vectors(self, batch: dict, encoder: str | None = None) -> torch.Tensor:
+        if (encoder or self._encoders()[0]) == "id":
+            return self.id_encoder(batch["input"], last_only=True)
+        return self.content_encoder(batch["input"], self.content_table(self.content_encoder), last_only=True)
+
+    def item_vectors(self, encoder: str | None = None) -> torch.Tensor:
+        if (encoder or self._encoders()[0]) == "id":
+            return self.id_table()
+        return self.content_table(self.content_encoder)
+
+    def scoring(self, encoder: str | None = None) -> tuple[Scoring, float]:
+        h = self.hparams
+        return (
+            (h.scoring, h.temperature)
+            if (encoder or self._encoders()[0]) == "id"
+            else ("cosine", h.content_temperature)
+        )
+
     def scores(self, batch: dict) -> dict[str, torch.Tensor]:
-        h, out = self.hparams, {}
-        if h.use_id:
-            user = self.id_encoder(batch["input"], last_only=True)
-            out[self._view("id")] = item_scores(user, self.id_table(), h.scoring, h.temperature)
-        if h.use_content:
-            table = self.content_table(self.content_encoder)
-            user = self.content_encoder(batch["input"], table, last_only=True)
-            out[self._view("content")] = item_scores(user, table, "cosine", h.content_temperature)
-        return out
+        return {
+            self._view(e): item_scores(self.user_vectors(batch, e), self.item_vectors(e), *self.scoring(e))
+            for e in self._encoders()
+        }
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         h = self.hparams

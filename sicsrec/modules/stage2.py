@@ -31,7 +31,7 @@ from sicsrec.errors import ConfigError
 from sicsrec.evaluation import Protocol
 from sicsrec.modules.base import RecommenderModule, check_finite
 from sicsrec.modules.stage1 import FeatureTable, Stage1Module
-from sicsrec.nn.losses import content_contrastive, full_softmax_ce, item_scores
+from sicsrec.nn.losses import Scoring, content_contrastive, full_softmax_ce, item_scores
 from sicsrec.nn.mix_decoder import Fusion, MixDecoder, gather_last
 
 LORA_TARGETS = ["query", "key", "value", "out", "dense_in", "dense_out"]
@@ -250,14 +250,21 @@ class Stage2Module(FeatureTable, RecommenderModule):
             table = torch.cat([table, content], dim=-1)
         return table
 
-    def score_items(self, users: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-        """The one scoring of stage 2 — in training, validation, test and predict. ``method``: the ID
-        table scored as stage 1 scored it (its ``scoring`` and ``temperature``); ``ensemble``: dot
-        products with ``[ID table ; content table]``, the content part's 1/τ being in the fusion."""
+    def scoring(self) -> tuple[Scoring, float]:
+        """The one scoring of stage 2 — in training, validation, test, predict and export. ``method``:
+        the ID table scored as stage 1 scored it (its ``scoring`` and ``temperature``); ``ensemble``:
+        dot products with ``[ID table ; content table]``, the content part's 1/τ being in the fusion."""
         s = self.stage1.hparams
-        if self.hparams.head == "ensemble":
-            return item_scores(users, self.item_table(content))
-        return item_scores(users, self.item_table(content), s.scoring, s.temperature)
+        return ("dot", 1.0) if self.hparams.head == "ensemble" else (s.scoring, s.temperature)
+
+    def score_items(self, users: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+        return item_scores(users, self.item_table(content), *self.scoring())
+
+    def item_vectors(self) -> torch.Tensor:
+        return self.item_table(self.content_table(self.stage1.content_encoder))
+
+    def user_vectors(self, batch: dict) -> torch.Tensor:
+        return self.user_states(batch["input"], self.content_table(self.stage1.content_encoder), all_positions=False)
 
     def user_states(self, items: torch.Tensor, content: torch.Tensor, all_positions: bool) -> torch.Tensor:
         id_h = self.stage1.id_encoder(items)
@@ -277,9 +284,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
         return users[..., -self.stage1.hparams.hidden_size :] if self.hparams.head == "ensemble" else users
 
     def scores(self, batch: dict) -> dict[str, torch.Tensor]:
-        content = self.content_table(self.stage1.content_encoder)
-        user = self.user_states(batch["input"], content, all_positions=False)
-        return {"main": self.score_items(user, content)}
+        return {"main": self.score(batch)}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         h = self.hparams
