@@ -1,6 +1,6 @@
 """Readers: dataset files on disk → one in-memory :class:`RawDataset`.
 
-Three on-disk layouts are understood (and generated data is written in the second):
+Four layouts are understood (and generated data is written in the second):
 
 * ``sequences`` — the preprocessed NineRec folders: ``sequential_data.txt`` (user id, then
   the user's items in time order) and ``<name>_item.csv`` (item id, Chinese, English; no header).
@@ -8,6 +8,8 @@ Three on-disk layouts are understood (and generated data is written in the secon
   or ``X_behaviour.tsv``, and covers in ``X_cover/<item id>.jpg``.
 * ``catalogue`` — a team's own files: interactions CSV/Parquet with configurable
   user/item/timestamp columns, and an item table with id, title(s) and an optional image path.
+* ``HFDatasetFormat`` — the same two tables as a Hugging Face ``datasets`` dataset (saved with
+  ``save_to_disk``, or a hub name), read with the ``datasets`` library.
 
 Every problem with the files is a :class:`DataError` naming file, line and problem.
 """
@@ -297,31 +299,40 @@ class CatalogueFormat:
         return frame
 
     def read(self, root: Path) -> RawDataset:
-        item_path = root / self.items
-        inter_path = root / self.interactions
-        title_cols = dict(self.title_columns)
-        cols = [self.item_id_column, *title_cols.values()] + ([self.image_column] if self.image_column else [])
-        items = self._table(item_path, cols)
+        item_path, inter_path = root / self.items, root / self.interactions
+        items = self._table(item_path, self.item_columns())
+        inter = self._table(inter_path, self.interaction_columns())
+        images = None
+        if self.image_column:
+            images = [str(item_path.parent / p) if p else None for p in items[self.image_column].astype(str)]
+        return self.catalogue(root.name, items, item_path, images, inter, inter_path, first_line=2)
+
+    def item_columns(self) -> list[str]:
+        return [self.item_id_column, *self.title_columns.values()] + ([self.image_column] if self.image_column else [])
+
+    def interaction_columns(self) -> list[str]:
+        return [self.user_column, self.item_column] + ([self.time_column] if self.time_column else [])
+
+    def catalogue(
+        self, name: str, items, item_path, images: list[str | None] | None, inter, inter_path, first_line: int
+    ) -> RawDataset:
+        """Item and interaction tables (pandas) → a RawDataset; a problem names its table and line
+        (``first_line``: the line of the first row — 2 under a CSV header, 0 for row indices)."""
         item_ids = items[self.item_id_column].astype(str).str.strip().tolist()
         seen: dict[str, int] = {}
         for row, item in enumerate(item_ids):
             if item in seen:
-                raise DataError(item_path, f"duplicate item id {item!r} (first on line {seen[item]})", row + 2)
-            seen[item] = row + 2
-        titles = {lang: items[col].astype(str).tolist() for lang, col in title_cols.items()}
-        images = None
-        if self.image_column:
-            images = [str(item_path.parent / p) if p else None for p in items[self.image_column].astype(str)]
-        inter_cols = [self.user_column, self.item_column] + ([self.time_column] if self.time_column else [])
-        inter = self._table(inter_path, inter_cols)
-        inter = inter.assign(_line=range(2, len(inter) + 2))
+                raise DataError(item_path, f"duplicate item id {item!r} (first on line {seen[item]})", row + first_line)
+            seen[item] = row + first_line
+        titles = {lang: items[col].astype(str).tolist() for lang, col in self.title_columns.items()}
+        inter = inter.assign(_line=range(first_line, len(inter) + first_line))
         inter[self.item_column] = inter[self.item_column].astype(str).str.strip()
         unknown = ~inter[self.item_column].isin(seen)
         if unknown.any():
             first = inter[unknown].iloc[0]
             raise DataError(
                 inter_path,
-                f"item {first[self.item_column]!r} is not in the item table {item_path.name}",
+                f"item {first[self.item_column]!r} is not in the item table {Path(str(item_path)).name}",
                 int(first["_line"]),
             )
         keys = [self.user_column]
@@ -339,10 +350,181 @@ class CatalogueFormat:
         for user, group in inter.groupby(self.user_column, sort=False):
             users.append(str(user))
             sequences.append(group[self.item_column].tolist())
-        return RawDataset(root.name, item_ids, titles, images, users, sequences, [item_path, inter_path])
+        return RawDataset(
+            name, item_ids, titles, images, users, sequences, [Path(str(item_path)), Path(str(inter_path))]
+        )
 
 
-Reader = SequenceFormat | NineRecFormat | CatalogueFormat
+class HFDatasetFormat(CatalogueFormat):
+    """A catalogue kept as a Hugging Face ``datasets`` dataset, read with the ``datasets`` library.
+
+    ``root`` holds what ``save_to_disk`` wrote: a ``DatasetDict`` whose ``interactions`` and
+    ``items`` splits are the two tables, or a single ``Dataset`` of interactions whose rows also
+    carry the item fields (one item table is made from them; an item whose fields differ between
+    rows is an error). With ``hub_name`` the same is loaded from the Hugging Face hub instead (where
+    it is reachable; ``root`` then only names the dataset). Columns are named as in ``catalogue``.
+    The image column holds a path (relative to ``root``) or an ``Image`` feature; image bytes are
+    written once to ``<cache>/covers/<sha256>``. A problem names the table and the row index.
+    """
+
+    def __init__(
+        self,
+        interactions: str = "interactions",
+        items: str = "items",
+        user_column: str = "user_id",
+        item_column: str = "item_id",
+        time_column: str | None = "timestamp",
+        item_id_column: str = "item_id",
+        title_columns: dict[str, str] | None = None,
+        image_column: str | None = None,
+        hub_name: str | None = None,
+        revision: str | None = None,
+    ):
+        super().__init__(
+            interactions, items, user_column, item_column, time_column, item_id_column, title_columns, image_column
+        )
+        self.hub_name, self.revision = hub_name, revision
+
+    def _load(self, root: Path):
+        import datasets
+
+        if self.hub_name:
+            try:
+                return datasets.load_dataset(self.hub_name, revision=self.revision)
+            except Exception as err:  # offline, unknown name, no access: one line
+                raise DataError(
+                    self.hub_name,
+                    f"cannot load this hub dataset ({type(err).__name__}: "
+                    f"{str(err).splitlines()[0] if str(err) else ''})",
+                ) from None
+        if not root.is_dir():
+            raise DataError(root, "dataset folder not found", hint="set data.root to a folder written by save_to_disk")
+        try:
+            return datasets.load_from_disk(str(root))
+        except Exception as err:
+            raise DataError(root, f"not a dataset written by save_to_disk ({type(err).__name__})") from None
+
+    def source_files(self, root: Path) -> list[Path]:
+        """The files whose contents define the dataset: everything ``save_to_disk`` wrote (or the
+        hub dataset's cached files)."""
+        if self.hub_name:
+            loaded = self._load(root)
+            parts = loaded.values() if hasattr(loaded, "values") else [loaded]
+            return sorted({Path(f["filename"]) for part in parts for f in part.cache_files})
+        if not root.is_dir():
+            raise DataError(root, "dataset folder not found", hint="set data.root to a folder written by save_to_disk")
+        return sorted(p for p in root.rglob("*") if p.is_file())
+
+    def _frame(self, dataset, where: str, columns: list[str]):
+        """The columns of one table as a pandas frame; a missing column or a column of the wrong
+        type is named with the table."""
+        import datasets
+
+        missing = [c for c in columns if c not in dataset.column_names]
+        if missing:
+            raise DataError(
+                where,
+                f"missing column(s) {missing}; found {dataset.column_names}",
+                hint="set the *_column options to this dataset's names",
+            )
+        for column in columns:
+            kind = dataset.features[column]
+            if column == self.image_column:
+                ok = isinstance(kind, datasets.Image) or (
+                    isinstance(kind, datasets.Value) and kind.dtype in ("string", "large_string")
+                )
+                expected = "an Image feature or a string path"
+            elif column == self.time_column:
+                ok = isinstance(kind, datasets.Value) and not kind.dtype.startswith(("bool", "binary", "timestamp"))
+                expected = "numbers (or numeric strings)"
+            else:
+                ok = isinstance(kind, datasets.Value) and kind.dtype.startswith(
+                    ("int", "uint", "string", "large_string")
+                )
+                expected = "strings or integers" if column != self.item_id_column else "strings or integers (item ids)"
+                if column in self.title_columns.values():
+                    ok, expected = isinstance(kind, datasets.Value) and "string" in kind.dtype, "strings"
+            if not ok:
+                raise DataError(where, f"column {column!r} holds {kind}, expected {expected}")
+        if self.image_column in columns:
+            dataset = (
+                dataset.cast_column(self.image_column, datasets.Image(decode=False))
+                if isinstance(dataset.features[self.image_column], datasets.Image)
+                else dataset
+            )
+        return dataset.select_columns(columns).to_pandas()
+
+    def _covers(self, root: Path, values) -> list[str | None]:
+        """Image references of the item table: paths (relative to ``root``) as they are; bytes
+        written once, content-addressed, to the cache."""
+        import hashlib
+
+        from sicsrec.io import atomic_path, cache_root
+
+        out: list[str | None] = []
+        for value in values:
+            if isinstance(value, dict):
+                data, path = value.get("bytes"), value.get("path")
+                if data:
+                    target = cache_root() / "covers" / hashlib.sha256(data).hexdigest()
+                    if not target.is_file():
+                        with atomic_path(target) as tmp:
+                            tmp.write_bytes(data)
+                    out.append(str(target))
+                    continue
+                value = path
+            out.append(str(root / value) if value else None)
+        return out
+
+    def read(self, root: Path) -> RawDataset:
+        import datasets
+
+        loaded = self._load(root)
+        where = self.hub_name or str(root)
+        name = self.hub_name.rsplit("/", 1)[-1] if self.hub_name else root.name
+        if isinstance(loaded, datasets.DatasetDict):
+            for split in (self.interactions, self.items):
+                if split not in loaded:
+                    raise DataError(
+                        where,
+                        f"no {split!r} split; found {list(loaded)}",
+                        hint="set the reader's interactions and items options to the split names",
+                    )
+            inter_where, item_where = f"{where}[{self.interactions}]", f"{where}[{self.items}]"
+            items = self._frame(loaded[self.items], item_where, self.item_columns())
+            inter = self._frame(loaded[self.interactions], inter_where, self.interaction_columns())
+        else:  # one table: interactions that carry their item's fields
+            inter_where = item_where = where
+            item_fields = [c for c in self.item_columns() if c != self.item_id_column]
+            rows = self._frame(loaded, where, self.interaction_columns() + item_fields)
+            items = self._items_of(rows, where, item_fields)
+            inter = rows[self.interaction_columns()]
+        images = self._covers(root, items[self.image_column].tolist()) if self.image_column else None
+        return self.catalogue(name, items, item_where, images, inter, inter_where, first_line=0)
+
+    def _items_of(self, rows, where: str, fields: list[str]):
+        """The item table of a one-table dataset: each item's fields, which must agree between its rows."""
+        import pandas as pd
+
+        ids = rows[self.item_column].astype(str).str.strip()
+        first = {}
+        for row, (item, values) in enumerate(zip(ids, rows[fields].itertuples(index=False))):
+            values = tuple(repr(v) for v in values)  # images are dicts
+            if item not in first:
+                first[item] = (row, values)
+            elif first[item][1] != values:
+                raise DataError(
+                    where,
+                    f"item {item!r} has other {fields} than in row {first[item][0]}",
+                    row,
+                    hint="give items their own split",
+                )
+        keep = [row for row, _ in first.values()]
+        items = rows.iloc[keep][fields].reset_index(drop=True)
+        return pd.concat([pd.Series(list(first), name=self.item_id_column), items], axis=1)
+
+
+Reader = SequenceFormat | NineRecFormat | CatalogueFormat | HFDatasetFormat
 
 
 def detect_reader(root: Path) -> Reader:

@@ -139,7 +139,7 @@ def prepare(
     """Read and prepare ``root`` once; later calls with unchanged files and options load the cache."""
     root = Path(root)
     reader = reader or detect_reader(root)
-    if not root.is_dir():
+    if not root.is_dir() and not getattr(reader, "hub_name", None):
         raise DataError(root, "dataset folder not found", hint="set data.root to a dataset folder")
     options = {
         "reader": reader_spec(reader),
@@ -181,9 +181,11 @@ def cover_listing(root: Path) -> list:
 
 def source_files(root: Path, reader: Reader) -> list[Path]:
     """The files whose contents define the dataset (covers are keyed later, by the feature cache)."""
-    from sicsrec.data.formats import CatalogueFormat, SequenceFormat
+    from sicsrec.data.formats import CatalogueFormat, HFDatasetFormat, SequenceFormat
 
-    if isinstance(reader, SequenceFormat):
+    if isinstance(reader, HFDatasetFormat):
+        files = reader.source_files(root)
+    elif isinstance(reader, SequenceFormat):
         files = [root / "sequential_data.txt", *root.glob("*_item.csv")]
     elif isinstance(reader, CatalogueFormat):
         files = [root / reader.interactions, root / reader.items]
