@@ -237,6 +237,38 @@ def test_a_fit_whose_output_is_not_a_terminal_prints_a_line_per_epoch_and_none_o
     assert "test metrics (×100)" in done.stdout and "metrics written to" in done.stdout
 
 
+def test_recommend_names_a_bad_histories_line_and_a_run_it_cannot_read(tmp_path, capsys):
+    histories = tmp_path / "histories.jsonl"
+    for text, expected in (
+        ('{"items": ["a"]}\nnot json\n', "histories.jsonl:2: not JSON (Expecting value)"),
+        (
+            '{"items": ["a"]}\n\n{"id": 3, "items": "a b"}\n',
+            'histories.jsonl:3: expected an object with an "items" list',
+        ),
+    ):
+        histories.write_text(text)
+        with pytest.raises(SystemExit) as exit_:
+            main(["recommend", "--run", str(tmp_path), "--histories", str(histories)])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    histories.write_text('{"items": ["a"]}\n')
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for missing, expected in (
+        (True, "neither a run folder with a config.yaml nor a config file"),
+        (False, "2 best*.ckpt files in"),
+    ):
+        if not missing:
+            (run / "config.yaml").write_text("model: {}\n")
+            for name in ("best-epoch=1.ckpt", "best-epoch=2.ckpt"):
+                (run / "checkpoints" / name).write_bytes(b"")
+        with pytest.raises(SystemExit):
+            main(["recommend", "--run", str(run), "--histories", str(histories)])
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err
+
+
 def test_data_root_points_a_config_at_another_folder(capsys):
     printed = print_config(
         capsys, "--config", str(REPO / "configs" / "bili_food" / "id.yaml"), "--data.root", "/elsewhere/Bili_Food"
