@@ -111,6 +111,24 @@ def test_lora_adds_under_five_percent_of_each_frozen_encoder(generated, features
         assert stage2.lora_report()[name] == {"lora": lora, "frozen": frozen, "share": lora / frozen}
 
 
+def test_a_lora_target_that_matches_no_layer_is_an_error_not_silently_dropped(generated, features, stage1_checkpoint):
+    from sicsrec.content.encoders import TextEncoder
+    from sicsrec.modules import AlignModule
+    from tests.test_content import TINY_TEXT
+
+    dm = datamodule(generated, features)
+    model = Stage2Module(stage1_checkpoint, lora_targets=["query", "value", "ffn_in"])  # ffn_in: a renamed layer
+    model.bind_features(dm)
+    with pytest.raises(
+        ConfigError,
+        match=r"lora_targets \['ffn_in'\] match no layer of the ID encoder or content "
+        r"encoder \(Linear layers there end in: .*dense_in",
+    ):
+        model.bind_data(dm.num_items, dm.max_len)
+    with pytest.raises(ConfigError, match=r"lora_targets \['dense_in'\] match no layer of the minilm"):
+        AlignModule(TextEncoder(**TINY_TEXT), None, trainable="lora", lora_targets=["query", "dense_in"])
+
+
 def test_stage2_checkpoint_holds_only_what_stage2_trained_and_rebuilds_exactly(
     generated, features, stage1_checkpoint, tmp_path
 ):

@@ -19,7 +19,11 @@ from torch import nn
 from sicsrec.content.encoders import ImageEncoder, ProjectionHead, TextEncoder
 from sicsrec.errors import ConfigError
 from sicsrec.modules.base import check_finite, parameter_groups
+from sicsrec.nn.lora import inject_lora
 from sicsrec.nn.losses import info_nce
+
+# BERT-like text models' attention and feed-forward linears (1×1 convolutions are not wrapped)
+LORA_TARGETS = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
 
 
 def _encoder(kind, value):
@@ -96,24 +100,12 @@ class AlignModule(L.LightningModule):
                 for block in enc.layers()[-h.top_k_layers :]:
                     block.requires_grad_(True)
             elif h.trainable == "lora":
-                from peft import LoraConfig, inject_adapter_in_model
-
-                targets = h.lora_targets or [
-                    "query",
-                    "key",
-                    "value",
-                    "attention.output.dense",
-                    "intermediate.dense",
-                    "output.dense",
-                ]
-                config = LoraConfig(
-                    r=h.lora_rank, lora_alpha=h.lora_alpha, lora_dropout=h.lora_dropout, target_modules=targets
-                )
-                try:
-                    inject_adapter_in_model(config, enc.model)
-                except ValueError as err:
-                    raise ConfigError(f"LoRA found no target modules {targets} in {enc.name}: {err}") from None
-                for name, p in enc.named_parameters():
+                enc.requires_grad_(False)
+        if h.trainable == "lora":
+            encoders = {enc.name: enc.model for enc in (self.text, self.image) if enc is not None}
+            inject_lora(encoders, h.lora_targets or LORA_TARGETS, h.lora_rank, h.lora_alpha, h.lora_dropout)
+            for name, p in self.named_parameters():
+                if name.startswith(("text.", "image.")):
                     p.requires_grad_("lora_" in name)
         # A transformer's pooler never reaches a loss (token states are pooled by TextEncoder):
         # left trainable, DDP would stop on parameters without gradients.

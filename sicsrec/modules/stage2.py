@@ -31,6 +31,7 @@ from sicsrec.errors import ConfigError
 from sicsrec.evaluation import Protocol
 from sicsrec.modules.base import RecommenderModule, check_finite
 from sicsrec.modules.stage1 import FeatureTable, Stage1Module
+from sicsrec.nn.lora import inject_lora
 from sicsrec.nn.losses import Scoring, content_contrastive, full_softmax_ce, item_scores
 from sicsrec.nn.mix_decoder import Fusion, MixDecoder, gather_last
 
@@ -131,21 +132,18 @@ class Stage2Module(FeatureTable, RecommenderModule):
 
     # ---- construction -------------------------------------------------------------------------
     def build(self) -> None:
-        from peft import LoraConfig, inject_adapter_in_model
-
         h = self.hparams
         if h.stage1_checkpoint is None:
             stage1 = self._fresh_encoders()
         else:
             stage1 = self._pretrained_encoders()
-            config = LoraConfig(
-                r=h.lora_rank,
-                lora_alpha=h.lora_alpha,
-                lora_dropout=h.lora_dropout,
-                target_modules=h.lora_targets or LORA_TARGETS,
+            inject_lora(
+                {"ID encoder": stage1.id_encoder, "content encoder": stage1.content_encoder},
+                h.lora_targets or LORA_TARGETS,
+                h.lora_rank,
+                h.lora_alpha,
+                h.lora_dropout,
             )
-            for encoder in (stage1.id_encoder, stage1.content_encoder):
-                inject_adapter_in_model(config, encoder)
             item_parts = ITEM_PARTS if h.head == "method" else set()
             for name, p in stage1.named_parameters():
                 p.requires_grad_("lora_" in name or name.split(".")[1] in item_parts)
