@@ -38,7 +38,7 @@ def main() -> None:
 
     dm = SequenceDataModule(str(root), eval_batch_size=args.eval_batch_size)
     dm.setup("test")
-    model = Stage1Module(dm.num_items, dm.max_len).eval()
+    model = Stage1Module(dm.num_items, dm.max_len, use_content=False).eval()
     batches = list(dm.test_dataloader())
     n_users = sum(len(b["user"]) for b in batches)
 

@@ -195,7 +195,7 @@ def run_ours(args, target_ndcg: float) -> dict:
     dm = SequenceDataModule(
         str(Path(args.data_root) / args.dataset), batch_size=1024, eval_batch_size=2048, seed=args.seed
     )
-    model = Stage1Module(hidden_size=args.hidden, inner_size=256)
+    model = Stage1Module(hidden_size=args.hidden, inner_size=256, use_content=False)
     clock = Clock()
     ckpt = ModelCheckpoint(
         dirpath=PEER / "ours" / f"{args.dataset}_h{args.hidden}",

@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from sicsrec.compat import epochs_completed, put_csv_rows_first, set_best_checkpoint, set_early_stopping_best
 from sicsrec.io import atomic_path
 
 
@@ -171,9 +172,7 @@ class KeepMetricsOnResume(L.Callback):
         if not trainer.is_global_zero:
             return
         for i, logged in rows.items():
-            writer = trainer.loggers[i].experiment
-            writer.metrics = [r for r in logged if keep(r)] + writer.metrics
-            writer.save()
+            put_csv_rows_first(trainer.loggers[i], [r for r in logged if keep(r)])
 
     def setup(self, trainer, module, stage: str) -> None:
         if stage != "fit":
@@ -202,7 +201,7 @@ class ValidateStartingPoint(L.Callback):
         from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
         from lightning.pytorch.utilities import rank_zero_info
 
-        if trainer.global_step > 0 or trainer.fit_loop.epoch_progress.current.completed > 0:
+        if trainer.global_step > 0 or epochs_completed(trainer) > 0:
             return  # resumed: the start was validated in the first run
         values = module.evaluate(trainer.datamodule.val_dataloader())
         for logger in trainer.loggers:
@@ -214,11 +213,9 @@ class ValidateStartingPoint(L.Callback):
             score = torch.tensor(float(values[monitor]))
             if isinstance(callback, ModelCheckpoint) and callback.save_top_k != 0:
                 path = callback.format_checkpoint_name({**values, "epoch": torch.tensor(-1), "step": torch.tensor(0)})
-                callback.best_k_models = {path: score}
-                callback.best_model_path = callback.kth_best_model_path = path
-                callback.best_model_score = callback.kth_value = score
+                set_best_checkpoint(callback, path, score)
                 trainer.save_checkpoint(path)  # after: the checkpoint's own callback state names it best
             elif isinstance(callback, EarlyStopping):
-                callback.best_score = score
+                set_early_stopping_best(callback, score)
         shown = {k: round(float(v), 4) for k, v in values.items() if k.endswith(("hr@10", "ndcg@10"))}
         rank_zero_info(f"starting point, before training: {shown}")

@@ -222,7 +222,7 @@ def run(
         until: last step to run.
         start: first step to run; the outputs of earlier steps are used as they are, unchecked.
         variant: name of an ablation; its runs go to <stage>/<variant>-seed<N>.
-        stage1: overrides of stage1.yaml, key=value (e.g. model.init_args.alpha1=0).
+        stage1: overrides of stage1.yaml, key=value (e.g. model.init_args.contrastive_weight=0).
         stage2: overrides of stage2.yaml, key=value (e.g. model.init_args.use_decoder=false).
     """
     chain = Chain(folder, variant, stage1, stage2)

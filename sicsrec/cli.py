@@ -9,10 +9,11 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from sicsrec.callbacks import EpochLines, KeepMetricsOnResume, PredictionWriter, ResumeRandomState
+from sicsrec.compat import wandb_init_kwargs
 from sicsrec.errors import ConfigError, DataError, TrainingError
 from sicsrec.io import write_json_atomic
 
@@ -43,8 +44,9 @@ def prepare_wandb(logger) -> None:
     """Lightning's WandbLogger passes ``anonymous=None``, which W&B now warns about on every run, and
     W&B warns "git root … does not exist" when its folder is not there yet: leave the first out and
     create the folder, so the run still records the git state of the code."""
-    if logger._wandb_init.get("anonymous") is None:
-        logger._wandb_init.pop("anonymous", None)
+    init = wandb_init_kwargs(logger)
+    if init.get("anonymous") is None:
+        init.pop("anonymous", None)
     if logger.save_dir:
         Path(logger.save_dir).mkdir(parents=True, exist_ok=True)
 
@@ -64,6 +66,67 @@ class SaveConfig(SaveConfigCallback):
             logger.experiment.config.update({"config": self.config.as_dict()}, allow_val_change=True)
 
 
+def closest(key: str, valid: list[str]) -> str:
+    import difflib
+
+    found = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f"; did you mean {found[0]}?" if found else ""
+
+
+def config_error_line(message: str, valid_keys: list[str]) -> str:
+    """jsonargparse's report of a configuration mistake as one line: a renamed key with its new
+    name, an unknown key with the closest valid one (``valid_keys``: the parser's keys)."""
+    import importlib
+    import inspect
+    import re
+
+    from sicsrec.modules.base import RENAMED
+
+    found = re.search(r"Problem with given class_path '([\w.]+)':\s*Option '(\w+)' is not accepted", message)
+    if found:
+        class_path, key = found.groups()
+        where = re.match(r'Parser key "([\w.]+)"', message)
+        prefix = f"{where.group(1)}.init_args." if where else "init_args."
+        name = class_path.rsplit(".", 1)[-1]
+        if key in RENAMED.get(name, {}):
+            return f"{prefix}{key} is now {prefix}{RENAMED[name][key]} ({name}: one name per meaning in every stage)"
+        try:
+            module, _, attribute = class_path.rpartition(".")
+            parameters = list(
+                inspect.signature(getattr(importlib.import_module(module), attribute).__init__).parameters
+            )
+        except (ImportError, AttributeError, TypeError, ValueError):
+            parameters = []
+        valid = [p for p in parameters if p not in ("self", "args", "kwargs")]
+        return f"unknown key {prefix}{key} for {name}{closest(key, valid).replace('mean ', 'mean ' + prefix)}"
+    found = re.search(r"does not accept option '([\w.]+)'|unrecognized arguments: --([\w.]+)", message)
+    if found:
+        key = found.group(1) or found.group(2)
+        if key in ("optimizer", "optimiser", "lr_scheduler"):
+            return f"unknown key {key}: optimisers and schedulers are model arguments (model.init_args.optimizer)"
+        heads = sorted({k.split(".")[0] for k in valid_keys})
+        return f"unknown key {key}{closest(key, valid_keys) or closest(key.split('.')[0], heads)}"
+    keys = re.findall(r'Parser key "([\w.]+)"', message)
+    types = [t for t in re.findall(r"Expected a <class '([\w.]+)'>", message) if t != "NoneType"]
+    value = re.search(r"Got value: (.*)", message) or re.search(r"Given value: (.*)", message)
+    if keys and types and value:
+        key = keys[0] + "".join(f".init_args.{k}" for k in keys[1:])
+        return f"{key}: expected {' or '.join(dict.fromkeys(types))}, got {value.group(1).strip()!r}"
+    return next((line.strip() for line in message.splitlines() if line.strip()), message)
+
+
+class SicsrecParser(LightningArgumentParser):
+    """Configuration mistakes as one line (a ConfigError), not jsonargparse's usage text and
+    union-type report."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error:
+            return super().error(message, ex)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        valid = sorted({a.dest for a in parser._actions if a.dest and a.dest != "help"})
+        raise ConfigError(config_error_line(message, valid))
+
+
 class SicsrecCLI(LightningCLI):
     """LightningCLI with a test + report after ``fit``.
 
@@ -75,6 +138,7 @@ class SicsrecCLI(LightningCLI):
     """
 
     def __init__(self, *args, **kwargs):
+        kwargs.setdefault("parser_class", SicsrecParser)
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("auto_configure_optimizers", False)

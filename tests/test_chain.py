@@ -171,7 +171,7 @@ def test_run_chains_seeds_skips_what_is_up_to_date_and_reruns_what_changed(tmp_p
     assert "stage1 seed 1: up to date" not in out and "stage2 seed 1: up to date" not in out
     # and a changed stage-1 config alone reruns stage 1 and stage 2
     calls = len(log.read_text().splitlines())
-    Chain(folder, stage1=["model.init_args.alpha1=0.5"], python=python).run([1])
+    Chain(folder, stage1=["model.init_args.contrastive_weight=0.5"], python=python).run([1])
     assert len(log.read_text().splitlines()[calls:]) == 2
     assert "stage2 seed 1: up to date" not in capsys.readouterr().out
 

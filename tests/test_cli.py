@@ -269,6 +269,82 @@ def test_recommend_names_a_bad_histories_line_and_a_run_it_cannot_read(tmp_path,
         assert expected in err and "Traceback" not in err
 
 
+def effective_optimizer(spec: dict) -> tuple:
+    import importlib
+    import inspect
+
+    module, _, name = spec["class_path"].rpartition(".")
+    parameters = inspect.signature(getattr(importlib.import_module(module), name).__init__).parameters
+    defaults = {k: p.default for k, p in parameters.items() if k not in ("self", "params")}
+    return spec["class_path"], {**defaults, **spec.get("init_args", {})}
+
+
+def test_the_code_defaults_are_what_the_shipped_stage_configs_use():
+    """A module built in Python is the shipped model: every knob a shipped stage config sets equals
+    the code's default, except what a config says it switches off."""
+    import inspect
+
+    from sicsrec.modules import AlignModule, Stage1Module, Stage2Module
+
+    switches = {"id.yaml": {"use_content"}}  # the ID encoder alone: the full model's default is both encoders
+    not_knobs = {"stage1_checkpoint", "text", "image"}  # a path and networks: the config must name them
+    for folder in ("bili_food", "bili_dance", "bili_movie"):
+        for name, module in (
+            ("stage1.yaml", Stage1Module),
+            ("id.yaml", Stage1Module),
+            ("stage2.yaml", Stage2Module),
+            ("align.yaml", AlignModule),
+        ):
+            given = yaml.safe_load((REPO / "configs" / folder / name).read_text())["model"]["init_args"]
+            defaults = {k: p.default for k, p in inspect.signature(module.__init__).parameters.items()}
+            for key, value in given.items():
+                default = defaults[key]
+                if key in not_knobs:
+                    continue
+                if key in switches.get(name, set()):
+                    assert value != default, (folder, name, key)  # a switch that switches nothing is noise
+                    continue
+                if key == "optimizer":  # compared with the optimiser's own defaults filled in
+                    assert effective_optimizer(value) == effective_optimizer(default), (folder, name, key)
+                    continue
+                assert (list(default) if isinstance(default, tuple) else default) == value, (folder, name, key)
+
+
+@pytest.mark.parametrize(
+    "argument, expected",
+    [
+        (
+            "--model.init_args.hiden_size=3",
+            "unknown key model.init_args.hiden_size for Stage1Module; did you mean model.init_args.hidden_size?",
+        ),
+        ("--model.init_args.alpha1=0.5", "model.init_args.alpha1 is now model.init_args.contrastive_weight"),
+        ("--model.init_args.temperature=2", "model.init_args.temperature is now model.init_args.id_temperature"),
+        ("--trainer.max_epocs=3", "unknown key trainer.max_epocs; did you mean trainer.max_epochs?"),
+        ("--dat.init_args.root=x", "unknown key dat.init_args.root; did you mean data?"),
+        ("--model.init_args.hidden_size=big", "model.init_args.hidden_size: expected int, got 'big'"),
+        ("--optimizer=torch.optim.SGD", "unknown key optimizer: optimisers and schedulers are model arguments"),
+    ],
+)
+def test_an_unknown_or_renamed_config_key_is_one_line_naming_the_right_key(argument, expected, capsys, generated):
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(REPO / "configs" / "quickstart.yaml"), argument])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"sicsrec: error: {expected}" or (err.startswith("sicsrec: error: ") and expected in err), err
+    assert len(err.splitlines()) == 1, err
+
+
+def test_a_renamed_key_in_a_stage2_config_file_names_the_new_key(tmp_path, capsys):
+    cfg = yaml.safe_load((REPO / "configs" / "bili_food" / "stage2.yaml").read_text())
+    cfg["model"]["init_args"]["alpha"] = cfg["model"]["init_args"].pop("contrastive_weight")
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(tmp_path / "old.yaml")])
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sicsrec: error: model.init_args.alpha is now model.init_args.contrastive_weight"), err
+    assert len(err.splitlines()) == 1
+
+
 def test_data_root_points_a_config_at_another_folder(capsys):
     printed = print_config(
         capsys, "--config", str(REPO / "configs" / "bili_food" / "id.yaml"), "--data.root", "/elsewhere/Bili_Food"

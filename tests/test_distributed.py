@@ -164,7 +164,11 @@ def test_stage1_and_stage2_train_on_two_processes_and_metrics_equal_one_process(
     sicsrec("fit", "--config", str(config(tmp_path, "s1", stage1, data, 2)), "--test_after_fit", "false", cwd=tmp_path)
     stage2 = {
         "class_path": "sicsrec.modules.Stage2Module",
-        "init_args": {"stage1_checkpoint": str(tmp_path / "s1" / "best.ckpt"), "dropout": 0.1, "attn_dropout": 0.1},
+        "init_args": {
+            "stage1_checkpoint": str(tmp_path / "s1" / "best.ckpt"),
+            "decoder_dropout": 0.1,
+            "decoder_attn_dropout": 0.1,
+        },
     }
     # trained on two processes, then its best checkpoint tested on the same two (after fit)
     sicsrec("fit", "--config", str(config(tmp_path, "s2", stage2, data, 2)), cwd=tmp_path)

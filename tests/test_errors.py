@@ -132,11 +132,11 @@ def test_config_missing_data_path(capsys, tmp_path):
 
 
 def test_checkpoint_for_another_catalogue_is_refused(tmp_path, generated):
-    model = Stage1Module(num_items=7, max_len=20, hidden_size=8, inner_size=8)
+    model = Stage1Module(num_items=7, max_len=20, hidden_size=8, inner_size=8, use_content=False)
     trainer = L.Trainer(max_epochs=0, logger=False, enable_progress_bar=False)
     trainer.strategy.connect(model)
     trainer.save_checkpoint(tmp_path / "other.ckpt")
-    fresh = Stage1Module(hidden_size=8, inner_size=8)
+    fresh = Stage1Module(hidden_size=8, inner_size=8, use_content=False)
     with pytest.raises(ConfigError, match="num_items=7"):
         L.Trainer(logger=False, enable_progress_bar=False).test(
             fresh, SequenceDataModule(str(generated), max_len=20), ckpt_path=tmp_path / "other.ckpt"
@@ -154,7 +154,7 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path, g
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     dm = SequenceDataModule(str(generated), max_len=20, batch_size=1024)
-    model = Stage1Module(hidden_size=8, inner_size=8)
+    model = Stage1Module(hidden_size=8, inner_size=8, use_content=False)
     ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True)
     trainer = L.Trainer(
         max_epochs=5,

@@ -31,7 +31,9 @@ def train_and_compare(root, shuffle: bool) -> dict[str, float]:
     L.seed_everything(0, verbose=False)
     dm = SequenceDataModule(str(root), batch_size=256, max_len=20, shuffle_sequences=shuffle)
     dm.setup("fit")
-    model = Stage1Module(dm.num_items, max_len=20, hidden_size=64, inner_size=64, dropout=0.2, attn_dropout=0.2)
+    model = Stage1Module(
+        dm.num_items, max_len=20, hidden_size=64, inner_size=64, dropout=0.2, attn_dropout=0.2, use_content=False
+    )
     trainer = L.Trainer(
         max_epochs=20,
         reload_dataloaders_every_n_epochs=1,

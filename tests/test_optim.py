@@ -13,6 +13,7 @@ def test_parameter_groups_keep_biases_and_norms_free_of_weight_decay():
         max_len=5,
         hidden_size=16,
         inner_size=16,
+        use_content=False,
         optimizer=partial(torch.optim.AdamW, lr=0.01, weight_decay=0.1),
     )
     optimizer = model.configure_optimizers()
@@ -30,6 +31,7 @@ def test_scheduler_is_attached_with_the_validation_monitor():
         max_len=5,
         hidden_size=16,
         inner_size=16,
+        use_content=False,
         scheduler=partial(torch.optim.lr_scheduler.ReduceLROnPlateau, mode="max", patience=2),
     )
     config = model.configure_optimizers()

@@ -24,7 +24,9 @@ def test_scores_stay_float32_under_bf16_autocast_so_ranks_do_not_tie():
 
 def test_compile_switch_compiles_the_encoders_with_dynamic_shapes_and_keeps_outputs():
     torch.manual_seed(0)
-    model = Stage1Module(num_items=50, max_len=10, hidden_size=16, inner_size=16, num_layers=1, compile=True)
+    model = Stage1Module(
+        num_items=50, max_len=10, hidden_size=16, inner_size=16, num_layers=1, use_content=False, compile=True
+    )
     model.eval()
     eager = {
         shape: model.id_encoder(torch.randint(1, 51, shape, generator=torch.Generator().manual_seed(1)))

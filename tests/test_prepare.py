@@ -144,7 +144,7 @@ def test_a_lightning_fit_reshuffles_batches_every_epoch(generated):
         callbacks=[record],
     )
     trainer.fit(
-        Stage1Module(hidden_size=8, inner_size=8, num_layers=1),
+        Stage1Module(hidden_size=8, inner_size=8, num_layers=1, use_content=False),
         SequenceDataModule(str(generated), max_len=10, batch_size=256, seed=0),
     )
     first = record.seen

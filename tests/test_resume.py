@@ -73,7 +73,14 @@ def fit(
         },
         "model": {
             "class_path": "sicsrec.modules.Stage1Module",
-            "init_args": {"hidden_size": 16, "inner_size": 16, "num_layers": 1, "dropout": 0.3, "attn_dropout": 0.3},
+            "init_args": {
+                "hidden_size": 16,
+                "inner_size": 16,
+                "num_layers": 1,
+                "dropout": 0.3,
+                "attn_dropout": 0.3,
+                "use_content": False,
+            },
         },
         "data": {
             "class_path": "sicsrec.data.SequenceDataModule",

@@ -8,7 +8,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from sicsrec.data import SequenceDataModule
 from sicsrec.errors import ConfigError
 from sicsrec.modules import Stage1Module, Stage2Module
-from sicsrec.modules.stage2 import ITEM_PARTS, LORA_TARGETS
+from sicsrec.modules.stage2 import ITEM_PARTS
 from sicsrec.nn.content_encoder import ContentEncoder
 from sicsrec.nn.losses import content_contrastive
 
@@ -95,7 +95,7 @@ def test_lora_adds_under_five_percent_of_each_frozen_encoder(generated, features
     stage2 = Stage2Module(str(tmp_path / "s1.ckpt"))
     stage2.bind_features(dm)
     stage2.bind_data(dm.num_items, dm.max_len)
-    rank, targets = stage2.hparams.lora_rank, set(stage2.hparams.lora_targets or LORA_TARGETS)
+    rank, targets = stage2.hparams.lora_rank, set(stage2.hparams.lora_targets)
     for name in ("id_encoder", "content_encoder"):
         # counted from the stage-1 model alone: rank × (in + out) for every targeted Linear
         encoder = getattr(model, name)
@@ -129,12 +129,33 @@ def test_a_lora_target_that_matches_no_layer_is_an_error_not_silently_dropped(ge
         AlignModule(TextEncoder(**TINY_TEXT), None, trainable="lora", lora_targets=["query", "dense_in"])
 
 
+def test_a_stage1_checkpoint_saved_under_the_old_names_starts_stage2_as_before(
+    generated, features, stage1_checkpoint, tmp_path
+):
+    old = torch.load(stage1_checkpoint, map_location="cpu", weights_only=True)
+    hp = old["hyper_parameters"]
+    hp["temperature"], hp["alpha1"] = hp.pop("id_temperature"), hp.pop("contrastive_weight")
+    torch.save(old, tmp_path / "old.ckpt")
+    dm = datamodule(generated, features)
+    dm.setup("test")
+    batch = next(iter(dm.test_dataloader()))
+    scores = []
+    for path in (stage1_checkpoint, tmp_path / "old.ckpt"):
+        torch.manual_seed(0)  # the same fresh decoder and fusion
+        model = Stage2Module(str(path))
+        model.bind_features(dm)
+        model.bind_data(dm.num_items, dm.max_len)
+        with torch.no_grad():
+            scores.append(model.eval().score(batch))
+    assert torch.equal(scores[0], scores[1])
+
+
 def test_stage2_checkpoint_holds_only_what_stage2_trained_and_rebuilds_exactly(
     generated, features, stage1_checkpoint, tmp_path
 ):
     L.seed_everything(0, verbose=False)
     dm = datamodule(generated, features)
-    model = Stage2Module(stage1_checkpoint, dropout=0.1, attn_dropout=0.1, item_dropout=0.1)
+    model = Stage2Module(stage1_checkpoint, decoder_dropout=0.1, decoder_attn_dropout=0.1, item_dropout=0.1)
     trainer, path = fit(model, dm, tmp_path)
     saved = torch.load(path, map_location="cpu", weights_only=True)
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -143,7 +164,7 @@ def test_stage2_checkpoint_holds_only_what_stage2_trained_and_rebuilds_exactly(
     assert all("lora_" in k or k.split(".")[2] in ITEM_PARTS for k in saved["state_dict"] if k.startswith("stage1."))
     assert saved["stage1_checkpoint"]["sha256"] == model.hparams.stage1_sha256
     expected = trainer.test(model, dm, ckpt_path=path, verbose=False)[0]
-    fresh = Stage2Module(stage1_checkpoint, dropout=0.1, attn_dropout=0.1, item_dropout=0.1)
+    fresh = Stage2Module(stage1_checkpoint, decoder_dropout=0.1, decoder_attn_dropout=0.1, item_dropout=0.1)
     again = L.Trainer(logger=False, enable_progress_bar=False).test(
         fresh, datamodule(generated, features), ckpt_path=path, verbose=False
     )[0]

@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
+from sicsrec.compat import batches_done, distributed_sampler_requested
 from sicsrec.data.batching import (
     LengthGroupedBatchSampler,
     SampleDataset,
@@ -245,7 +246,7 @@ class SequenceDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is None or trainer.state.fn != "fit":
             return {}
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        done = batches_done(trainer)
         epoch = trainer.current_epoch
         if done >= trainer.num_training_batches:  # saved at the end of the epoch
             epoch, done = epoch + 1, 0
@@ -271,7 +272,7 @@ def check_self_sharding(datamodule: L.LightningDataModule) -> None:
     trainer = getattr(datamodule, "trainer", None)
     if trainer is None or trainer.world_size == 1:
         return
-    if getattr(trainer._accelerator_connector, "use_distributed_sampler", False):
+    if distributed_sampler_requested(trainer):
         from sicsrec.errors import ConfigError
 
         raise ConfigError(

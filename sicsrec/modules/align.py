@@ -18,12 +18,13 @@ from torch import nn
 
 from sicsrec.content.encoders import ImageEncoder, ProjectionHead, TextEncoder
 from sicsrec.errors import ConfigError
-from sicsrec.modules.base import check_finite, parameter_groups
+from sicsrec.modules.base import as_optimizer, check_finite, parameter_groups
 from sicsrec.nn.lora import inject_lora
 from sicsrec.nn.losses import info_nce
 
 # BERT-like text models' attention and feed-forward linears (1×1 convolutions are not wrapped)
-LORA_TARGETS = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
+LORA_TARGETS = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
+OPTIMIZER = {"class_path": "torch.optim.AdamW", "init_args": {"lr": 5.0e-5, "weight_decay": 0.01}}
 
 
 def _encoder(kind, value):
@@ -65,8 +66,8 @@ class AlignModule(L.LightningModule):
         lora_rank: int = 8,
         lora_alpha: int = 16,
         lora_dropout: float = 0.0,
-        lora_targets: list[str] | None = None,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lora_targets: tuple[str, ...] = LORA_TARGETS,
+        optimizer: OptimizerCallable = OPTIMIZER,
         scheduler: LRSchedulerCallable | None = None,
     ):
         super().__init__()
@@ -77,7 +78,7 @@ class AlignModule(L.LightningModule):
         self.hparams["text"], self.hparams["image"] = _init_args(self.text), _init_args(self.image)
         self.text_head = ProjectionHead(self.text.dim, proj_dim) if self.text else None
         self.image_head = ProjectionHead(self.image.dim, proj_dim) if self.image else None
-        self.optimizer, self.scheduler = optimizer, scheduler
+        self.optimizer, self.scheduler = as_optimizer(optimizer), scheduler
         self._set_trainable()
         self.train()  # transformers' from_pretrained leaves models in eval mode
 
@@ -103,7 +104,7 @@ class AlignModule(L.LightningModule):
                 enc.requires_grad_(False)
         if h.trainable == "lora":
             encoders = {enc.name: enc.model for enc in (self.text, self.image) if enc is not None}
-            inject_lora(encoders, h.lora_targets or LORA_TARGETS, h.lora_rank, h.lora_alpha, h.lora_dropout)
+            inject_lora(encoders, list(h.lora_targets), h.lora_rank, h.lora_alpha, h.lora_dropout)
             for name, p in self.named_parameters():
                 if name.startswith(("text.", "image.")):
                     p.requires_grad_("lora_" in name)

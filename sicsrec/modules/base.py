@@ -7,16 +7,48 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from sicsrec.compat import attached_trainer, record_hparam
 from sicsrec.errors import ConfigError, TrainingError
 from sicsrec.evaluation import Protocol, RankingMetrics
 from sicsrec.nn.losses import Scoring, item_scores
+
+# Hyperparameters renamed so that one name means one thing in every stage: old name → new name.
+# A config that uses an old name gets a one-line error naming the new one; checkpoints saved under
+# the old names are read under the new ones (``renamed_hparams``).
+RENAMED = {
+    "Stage1Module": {"temperature": "id_temperature", "alpha1": "contrastive_weight"},
+    "Stage2Module": {
+        "alpha": "contrastive_weight",
+        "temperature": "content_temperature",
+        "dropout": "decoder_dropout",
+        "attn_dropout": "decoder_attn_dropout",
+    },
+}
+
+
+def renamed_hparams(class_name: str, hparams: dict) -> dict:
+    """``hparams`` saved by an earlier sicsrec, under today's names."""
+    renamed = RENAMED.get(class_name, {})
+    return {renamed.get(key, key): value for key, value in hparams.items()}
+
+
+def as_optimizer(spec) -> OptimizerCallable:
+    """An optimiser default written as ``{"class_path", "init_args"}`` (so that ``--print_config``
+    shows it) as the callable LightningCLI makes of one; a callable stays as it is."""
+    if not isinstance(spec, dict):
+        return spec
+    import functools
+    import importlib
+
+    module, _, name = spec["class_path"].rpartition(".")
+    return functools.partial(getattr(importlib.import_module(module), name), **spec.get("init_args", {}))
 
 
 def check_finite(module: L.LightningModule, loss: torch.Tensor) -> None:
     """Stop on a NaN/inf loss, naming the step and the last good checkpoint to resume from."""
     if torch.isfinite(loss):
         return
-    trainer = module._trainer
+    trainer = attached_trainer(module)
     ckpt = ""
     if trainer is not None and trainer.checkpoint_callback is not None:
         ckpt = trainer.checkpoint_callback.last_model_path or trainer.checkpoint_callback.best_model_path
@@ -57,7 +89,8 @@ class RecommenderModule(L.LightningModule):
         monitor: str = "valid/hr@10",
     ):
         super().__init__()
-        self.optimizer, self.scheduler, self.monitor, self.views = optimizer, scheduler, monitor, tuple(views)
+        self.optimizer, self.scheduler = as_optimizer(optimizer), scheduler
+        self.monitor, self.views = monitor, tuple(views)
         self.valid_metrics = nn.ModuleDict({v: RankingMetrics(protocol=protocol) for v in self.views})
         self.test_metrics = nn.ModuleDict({v: RankingMetrics(protocol=protocol) for v in self.views})
 
@@ -96,8 +129,7 @@ class RecommenderModule(L.LightningModule):
                     f"model.{name} is {given} but the data gives {value}: a checkpoint or config "
                     f"made for other data (leave model.{name} unset to take it from the data)"
                 )
-            self.hparams[name] = value
-            self._hparams_initial[name] = value  # what loggers record: the values actually used
+            record_hparam(self, name, value)  # loggers record the values actually used
         if not self.built:
             self.build()
 
@@ -115,7 +147,7 @@ class RecommenderModule(L.LightningModule):
         return any(True for _ in self.parameters())
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self._trainer, "datamodule", None)
+        datamodule = getattr(attached_trainer(self), "datamodule", None)
         if datamodule is not None:
             self.bind_features(datamodule)
             self.bind_data(datamodule.num_items, datamodule.max_len)
@@ -161,7 +193,8 @@ class RecommenderModule(L.LightningModule):
         self.eval()
         self.on_validation_epoch_start()
         for batch in loader:
-            batch = self._trainer.strategy.batch_to_device(batch) if self._trainer is not None else batch
+            trainer = attached_trainer(self)
+            batch = trainer.strategy.batch_to_device(batch) if trainer is not None else batch
             self._update(self.valid_metrics, batch)
         self.train(was_training)
         return self._compute_metrics(self.valid_metrics, "valid")

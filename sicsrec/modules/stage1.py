@@ -14,12 +14,15 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
+from sicsrec.compat import record_hparam
 from sicsrec.errors import ConfigError
 from sicsrec.evaluation import Protocol
 from sicsrec.modules.base import RecommenderModule, check_finite
 from sicsrec.nn.content_encoder import ContentEncoder
 from sicsrec.nn.id_encoder import IDEncoder
 from sicsrec.nn.losses import Scoring, item_scores, stage1_losses
+
+OPTIMIZER = {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.001}}
 
 
 class FeatureTable:
@@ -36,8 +39,7 @@ class FeatureTable:
         given = self.hparams.get("feature_dims")
         if given is not None and dict(given) != dims:
             raise ConfigError(f"the model was built for features {dict(given)} but the data gives {dims}")
-        self.hparams["feature_dims"] = dims
-        self._hparams_initial["feature_dims"] = dims
+        record_hparam(self, "feature_dims", dims)
         for m in dims:
             self.register_buffer(f"features_{m}", values[m].float(), persistent=False)
             self.register_buffer(f"mask_{m}", masks[m], persistent=False)
@@ -82,11 +84,13 @@ class Stage1Module(FeatureTable, RecommenderModule):
     attn_dropout: on attention probabilities.
     item_dropout: dropout on the ID item table used for scoring (training only).
     layer_norm_eps, init_std: RecBole uses 1e-12 and N(0, 0.02).
-    scoring: ID scoring: ``dot`` product with the item table, or ``cosine`` / ``temperature``.
+    scoring: ID scoring: ``dot`` product with the item table, or ``cosine`` / ``id_temperature``.
+    id_temperature: τ of ``cosine`` ID scoring (unused with ``dot``).
     use_id: train the ID-modality encoder.
-    use_content: train the content-modality encoder (needs ``data.features``).
+    use_content: train the content-modality encoder (needs ``data.features``); ``false`` is the ID
+        encoder alone (SASRec, ``id.yaml``).
     content_temperature: τ of the content encoder's next-item loss and contrastive loss.
-    alpha1: weight of the content-aware contrastive loss in stage 1.
+    contrastive_weight: weight of the content-aware contrastive loss (α₁ of the paper).
     feature_dims: set from the data's features (printed for the record; leave null).
     compile: ``torch.compile`` the encoders (dynamic shapes: batches vary in length).
     protocol: ``recbole`` (history not masked) or ``ninerec`` (history masked) at evaluation.
@@ -108,15 +112,15 @@ class Stage1Module(FeatureTable, RecommenderModule):
         init_std: float = 0.02,
         activation: Literal["gelu", "relu", "silu"] = "gelu",
         scoring: Scoring = "dot",
-        temperature: float = 1.0,
+        id_temperature: float = 1.0,
         use_id: bool = True,
-        use_content: bool = False,
+        use_content: bool = True,
         content_temperature: float = 0.05,
-        alpha1: float = 0.2,
+        contrastive_weight: float = 0.2,
         feature_dims: dict[str, int] | None = None,
         compile: bool = False,
         protocol: Protocol = "recbole",
-        optimizer: OptimizerCallable = torch.optim.Adam,
+        optimizer: OptimizerCallable = OPTIMIZER,
         scheduler: LRSchedulerCallable | None = None,
     ):
         if not (use_id or use_content):
@@ -173,7 +177,7 @@ class Stage1Module(FeatureTable, RecommenderModule):
     def scoring(self, encoder: str | None = None) -> tuple[Scoring, float]:
         h = self.hparams
         return (
-            (h.scoring, h.temperature)
+            (h.scoring, h.id_temperature)
             if (encoder or self._encoders()[0]) == "id"
             else ("cosine", h.content_temperature)
         )
@@ -197,9 +201,9 @@ class Stage1Module(FeatureTable, RecommenderModule):
             *id_part,
             *content_part,
             h.scoring,
-            h.temperature,
+            h.id_temperature,
             h.content_temperature,
-            h.alpha1,
+            h.contrastive_weight,
         )
         if h.use_id:
             self.log("train/id/loss", losses["id"], batch_size=n)

@@ -29,13 +29,15 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from sicsrec.errors import ConfigError
 from sicsrec.evaluation import Protocol
-from sicsrec.modules.base import RecommenderModule, check_finite
+from sicsrec.modules.base import RENAMED, RecommenderModule, check_finite, renamed_hparams
 from sicsrec.modules.stage1 import FeatureTable, Stage1Module
 from sicsrec.nn.lora import inject_lora
 from sicsrec.nn.losses import Scoring, content_contrastive, full_softmax_ce, item_scores
 from sicsrec.nn.mix_decoder import Fusion, MixDecoder, gather_last
 
-LORA_TARGETS = ["query", "key", "value", "out", "dense_in", "dense_out"]
+LORA_TARGETS = ("query", "key", "value", "out", "dense_in", "dense_out")  # attention and feed-forward linears
+# Adam with the reference's L2 λ (on weights; biases and norms are free of it, see parameter_groups)
+OPTIMIZER = {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.001, "weight_decay": 0.01}}
 # What carries item information in the stage-1 encoders (trained by the method head, beside LoRA):
 # the ID item table, position tables, embedding LayerNorms and the content projections.
 ITEM_PARTS = {"item_embedding", "position_embedding", "norm", "projections"}
@@ -56,7 +58,8 @@ def load_stage1(path: Path) -> Stage1Module:
     stage 2's arguments in a context variable that ``save_hyperparameters`` of *any* module
     created meanwhile would take as its own."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    args = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
+    saved = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
+    args = renamed_hparams("Stage1Module", saved)
     if (
         checkpoint.get("hyper_parameters", {}).get("_class_path", "sicsrec.modules.Stage1Module").rsplit(".", 1)[-1]
         != "Stage1Module"
@@ -79,7 +82,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
     lora_rank, lora_alpha, lora_dropout: LoRA settings (peft).
     lora_targets: module-name suffixes LoRA wraps in both encoders.
     decoder_layers, decoder_heads: mix-modality decoder shape (hidden size = stage 1's).
-    dropout, attn_dropout: of the decoder.
+    decoder_dropout, decoder_attn_dropout: the decoder's hidden and attention dropout.
     item_dropout: dropout on the ID item table at training; ``null``: stage 1's (the same in both stages).
     head: ``method`` (SICSRec): the ID, content and decoder states are fused into **one** user vector,
         scored against the ID item table as stage 1 scored it, and the contrastive term pulls that
@@ -90,8 +93,8 @@ class Stage2Module(FeatureTable, RecommenderModule):
         ``ensemble`` (a baseline): ``[ID part ; content part]`` scored against
         ``[ID table ; content table]``, starting from the sum of both stage-1 encoders' scores; only
         LoRA, decoder and fusion train, the contrastive term acts on the content part.
-    alpha: weight of the content-aware contrastive loss.
-    temperature: τ of the contrastive loss.
+    contrastive_weight: weight of the content-aware contrastive loss (α of the paper).
+    content_temperature: τ of the contrastive loss (content-vector similarities, as in stage 1).
     use_decoder, use_contrastive: ablation switches.
     compile: ``torch.compile`` the encoders, decoder and fusion.
     protocol, optimizer, scheduler: as in stage 1.
@@ -106,22 +109,22 @@ class Stage2Module(FeatureTable, RecommenderModule):
         lora_rank: int = 4,
         lora_alpha: int = 8,
         lora_dropout: float = 0.0,
-        lora_targets: list[str] | None = None,
+        lora_targets: tuple[str, ...] = LORA_TARGETS,
         decoder_layers: int = 1,
         decoder_heads: int = 2,
-        dropout: float = 0.5,
-        attn_dropout: float = 0.5,
+        decoder_dropout: float = 0.5,
+        decoder_attn_dropout: float = 0.5,
         item_dropout: float | None = None,
         head: Literal["method", "ensemble"] = "method",
-        alpha: float = 0.2,
-        temperature: float = 0.05,
+        contrastive_weight: float = 0.2,
+        content_temperature: float = 0.05,
         use_decoder: bool = True,
         use_contrastive: bool = True,
         feature_dims: dict[str, int] | None = None,
         stage1_sha256: str | None = None,
         compile: bool = False,
         protocol: Protocol = "recbole",
-        optimizer: OptimizerCallable = torch.optim.Adam,
+        optimizer: OptimizerCallable = OPTIMIZER,
         scheduler: LRSchedulerCallable | None = None,
     ):
         super().__init__(protocol, optimizer, scheduler)
@@ -139,7 +142,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
             stage1 = self._pretrained_encoders()
             inject_lora(
                 {"ID encoder": stage1.id_encoder, "content encoder": stage1.content_encoder},
-                h.lora_targets or LORA_TARGETS,
+                list(h.lora_targets),
                 h.lora_rank,
                 h.lora_alpha,
                 h.lora_dropout,
@@ -154,8 +157,8 @@ class Stage2Module(FeatureTable, RecommenderModule):
                 s.inner_size,
                 h.decoder_layers,
                 h.decoder_heads,
-                h.dropout,
-                h.attn_dropout,
+                h.decoder_dropout,
+                h.decoder_attn_dropout,
                 s.layer_norm_eps,
                 s.init_std,
                 s.activation,
@@ -197,6 +200,10 @@ class Stage2Module(FeatureTable, RecommenderModule):
     def _fresh_encoders(self) -> Stage1Module:
         h = self.hparams
         fixed = {"num_items", "max_len", "feature_dims", "use_id", "use_content"}
+        old = set(RENAMED["Stage1Module"]) & set(h.encoders or {})
+        if old:
+            key = sorted(old)[0]
+            raise ConfigError(f"model.encoders.{key} is now model.encoders.{RENAMED['Stage1Module'][key]}")
         if fixed & set(h.encoders or {}):
             raise ConfigError(f"model.encoders: {sorted(fixed & set(h.encoders))} come from the data, leave them out")
         return contextvars.Context().run(
@@ -250,10 +257,10 @@ class Stage2Module(FeatureTable, RecommenderModule):
 
     def scoring(self) -> tuple[Scoring, float]:
         """The one scoring of stage 2 — in training, validation, test, predict and export. ``method``:
-        the ID table scored as stage 1 scored it (its ``scoring`` and ``temperature``); ``ensemble``:
+        the ID table scored as stage 1 scored it (its ``scoring`` and ``id_temperature``); ``ensemble``:
         dot products with ``[ID table ; content table]``, the content part's 1/τ being in the fusion."""
         s = self.stage1.hparams
-        return ("dot", 1.0) if self.hparams.head == "ensemble" else (s.scoring, s.temperature)
+        return ("dot", 1.0) if self.hparams.head == "ensemble" else (s.scoring, s.id_temperature)
 
     def score_items(self, users: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
         return item_scores(users, self.item_table(content), *self.scoring())
@@ -293,9 +300,9 @@ class Stage2Module(FeatureTable, RecommenderModule):
         ce = full_softmax_ce(self.score_items(users, content), targets)
         loss = ce
         n = int(mask.sum())
-        if h.use_contrastive and h.alpha > 0:
-            contrast = content_contrastive(self.content_part(users), content[targets], targets, h.temperature)
-            loss = loss + h.alpha * contrast
+        if h.use_contrastive and h.contrastive_weight > 0:
+            contrast = content_contrastive(self.content_part(users), content[targets], targets, h.content_temperature)
+            loss = loss + h.contrastive_weight * contrast
             self.log("train/contrastive", contrast, batch_size=n)
         check_finite(self, loss)
         self.log_dict({"train/loss": loss, "train/ce": ce}, prog_bar=True, batch_size=n)

@@ -118,13 +118,13 @@ def stage1_losses(
     content_encoder=None,
     content_table: torch.Tensor | None = None,
     scoring: Scoring = "dot",
-    temperature: float = 1.0,
+    id_temperature: float = 1.0,
     content_temperature: float = 0.05,
-    alpha1: float = 0.2,
+    contrastive_weight: float = 0.2,
 ) -> dict[str, torch.Tensor]:
     """Stage 1's objective at every target position (``targets > 0``): the ID encoder's cross-entropy
     over all items, and the content encoder's next-item loss (cosine / τ against the content table)
-    + α₁ · content-aware contrastive loss. The two parts share nothing, so neither gradient
+    + contrastive_weight (α₁) · content-aware contrastive loss. The two parts share nothing, so neither gradient
     reaches the other encoder. ``loss`` is their sum; the Lightning module and the GPU benchmark
     both train with this."""
     mask = targets > 0
@@ -132,11 +132,11 @@ def stage1_losses(
     out = {"loss": torch.zeros((), device=inputs.device)}
     if id_encoder is not None:
         hidden = id_encoder(inputs)[mask]
-        out["id"] = full_softmax_ce(item_scores(hidden, id_table, scoring, temperature), wanted)
+        out["id"] = full_softmax_ce(item_scores(hidden, id_table, scoring, id_temperature), wanted)
         out["loss"] = out["loss"] + out["id"]
     if content_encoder is not None:
         states = content_encoder(inputs, content_table)[mask]
         out["content"] = full_softmax_ce(item_scores(states, content_table, "cosine", content_temperature), wanted)
         out["contrastive"] = content_contrastive(states, content_table[wanted], wanted, content_temperature)
-        out["loss"] = out["loss"] + out["content"] + alpha1 * out["contrastive"]
+        out["loss"] = out["loss"] + out["content"] + contrastive_weight * out["contrastive"]
     return out
