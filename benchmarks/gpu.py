@@ -14,7 +14,7 @@ Datasets: Bili_Movie (from ``--data``, if exported) and a generated set of Bili_
 so there is something to learn). Model: SICSRec's stage 1 at its defaults (hidden 256, 2 layers,
 2 heads, max_len 50, dropout 0.5, 1,024 targets per batch, Adam 1e-3): ID encoder + content
 encoder (384-d item features: random vectors, as speed does not depend on them) trained with
-``sicsrec.nn.losses.stage1_losses``, the objective the Lightning module trains with; batches
+``sicsrec.objectives.stage1_objective``, the objective the Lightning module trains with; batches
 from the DataModule's own length-grouped sampler over samples padded once into arrays (a batch is
 a slice), pinned and copied asynchronously.
 
@@ -38,7 +38,8 @@ import torch
 from sicsrec.data.batching import LengthGroupedBatchSampler, TrainingBatches, as_batch, pad, training_samples
 from sicsrec.nn.content_encoder import ContentEncoder
 from sicsrec.nn.id_encoder import IDEncoder
-from sicsrec.nn.losses import item_scores, stage1_losses
+from sicsrec.nn.losses import item_scores
+from sicsrec.objectives import stage1_objective
 from sicsrec.ranking import metrics_from_ranks, target_ranks
 
 PRECISIONS = ("fp32", "bf16", "bf16+compile")
@@ -138,7 +139,8 @@ def train_and_test(seqs: list[np.ndarray], num_items: int, precision: str, args,
             waited += time.perf_counter() - t0
             with autocast:
                 table = content_encoder.item_vectors({"text": features}, {"text": present})
-                loss = stage1_losses(x, y, id_encoder, id_encoder.item_embedding.weight, content_encoder, table)["loss"]
+                id_states, content_states = id_encoder(x), content_encoder(x, table)
+                loss = stage1_objective(y, id_states, id_encoder.item_embedding.weight, content_states, table)["loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -20,7 +20,7 @@ from sicsrec.content.encoders import ImageEncoder, ProjectionHead, TextEncoder
 from sicsrec.errors import ConfigError
 from sicsrec.modules.base import as_optimizer, check_finite, parameter_groups
 from sicsrec.nn.lora import inject_lora
-from sicsrec.nn.losses import info_nce
+from sicsrec.objectives import alignment_objective
 
 # BERT-like text models' attention and feed-forward linears (1×1 convolutions are not wrapped)
 LORA_TARGETS = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
@@ -132,35 +132,35 @@ class AlignModule(L.LightningModule):
         return self.image_head(self.image(self.image.preprocess(images).to(self.device)))
 
     # ---- training ---------------------------------------------------------------------------
-    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+    def embedding_pairs(self, batch: dict) -> dict[str, tuple]:
+        """The embedding pairs of each task this batch can form: ``(a, b, a_ids, b_ids)``."""
         h, out = self.hparams, {}
-        tau = h.temperature
         if self.text is not None and h.weight_t2t > 0:
             a, b = self.embed_text(batch["target_titles"]), self.embed_text(batch["chosen_titles"])
-            out["t2t"] = info_nce(a, b, batch["target"], batch["chosen"], tau)
+            out["t2t"] = (a, b, batch["target"], batch["chosen"])
         if self.image is not None and batch.get("pair_has_images") is not None and batch["pair_has_images"].any():
             keep = batch["pair_has_images"]
             if h.weight_i2i > 0 and keep.sum() > 1:
                 imgs_a = [im for im, k in zip(batch["target_images"], keep) if k]
                 imgs_b = [im for im, k in zip(batch["chosen_images"], keep) if k]
-                out["i2i"] = info_nce(
+                out["i2i"] = (
                     self.embed_image(imgs_a),
                     self.embed_image(imgs_b),
                     batch["target"][keep],
                     batch["chosen"][keep],
-                    tau,
                 )
         if self.text is not None and self.image is not None and h.weight_t2i > 0 and len(batch["items"]) > 1:
             t, i = self.embed_text(batch["item_titles"]), self.embed_image(batch["item_images"])
-            out["t2i"] = info_nce(t, i, batch["items"], batch["items"], tau)
+            out["t2i"] = (t, i, batch["items"], batch["items"])
         return out
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        parts = self.losses(batch)
+        h = self.hparams
+        weights = {"t2t": h.weight_t2t, "i2i": h.weight_i2i, "t2i": h.weight_t2i}
+        parts = alignment_objective(self.embedding_pairs(batch), weights, h.temperature)
         if not parts:
             raise ConfigError("no loss term applies to this batch: check the modalities and weights")
-        weights = {"t2t": self.hparams.weight_t2t, "i2i": self.hparams.weight_i2i, "t2i": self.hparams.weight_t2i}
-        loss = sum(weights[k] * v for k, v in parts.items())
+        loss = parts.pop("loss")
         check_finite(self, loss)
         n = len(batch["target"])
         self.log("train/loss", loss, prog_bar=True, batch_size=n)

@@ -20,7 +20,8 @@ from sicsrec.evaluation import Protocol
 from sicsrec.modules.base import RecommenderModule, check_finite
 from sicsrec.nn.content_encoder import ContentEncoder
 from sicsrec.nn.id_encoder import IDEncoder
-from sicsrec.nn.losses import Scoring, item_scores, stage1_losses
+from sicsrec.nn.losses import Scoring, item_scores
+from sicsrec.objectives import stage1_objective
 
 OPTIMIZER = {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.001}}
 
@@ -191,15 +192,14 @@ class Stage1Module(FeatureTable, RecommenderModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         h = self.hparams
         n = int((batch["target"] > 0).sum())
-        id_part = (self.id_encoder, self.id_table()) if h.use_id else (None, None)
-        content_part = (
-            (self.content_encoder, self.content_table(self.content_encoder)) if h.use_content else (None, None)
-        )
-        losses = stage1_losses(
-            batch["input"],
+        id_table = self.id_table() if h.use_id else None
+        content_table = self.content_table(self.content_encoder) if h.use_content else None
+        losses = stage1_objective(
             batch["target"],
-            *id_part,
-            *content_part,
+            self.id_encoder(batch["input"]) if h.use_id else None,
+            id_table,
+            self.content_encoder(batch["input"], content_table) if h.use_content else None,
+            content_table,
             h.scoring,
             h.id_temperature,
             h.content_temperature,

@@ -32,8 +32,9 @@ from sicsrec.evaluation import Protocol
 from sicsrec.modules.base import RENAMED, RecommenderModule, check_finite, renamed_hparams
 from sicsrec.modules.stage1 import FeatureTable, Stage1Module
 from sicsrec.nn.lora import inject_lora
-from sicsrec.nn.losses import Scoring, content_contrastive, full_softmax_ce, item_scores
+from sicsrec.nn.losses import Scoring, item_scores
 from sicsrec.nn.mix_decoder import Fusion, MixDecoder, gather_last
+from sicsrec.objectives import stage2_objective
 
 LORA_TARGETS = ("query", "key", "value", "out", "dense_in", "dense_out")  # attention and feed-forward linears
 # Adam with the reference's L2 λ (on weights; biases and norms are free of it, see parameter_groups)
@@ -297,16 +298,20 @@ class Stage2Module(FeatureTable, RecommenderModule):
         targets = batch["target"][mask]
         content = self.content_table(self.stage1.content_encoder)
         users = self.user_states(batch["input"], content, all_positions=True)[mask]
-        ce = full_softmax_ce(self.score_items(users, content), targets)
-        loss = ce
+        losses = stage2_objective(
+            targets,
+            self.score_items(users, content),
+            self.content_part(users) if h.use_contrastive else None,
+            content,
+            h.contrastive_weight,
+            h.content_temperature,
+        )
         n = int(mask.sum())
-        if h.use_contrastive and h.contrastive_weight > 0:
-            contrast = content_contrastive(self.content_part(users), content[targets], targets, h.content_temperature)
-            loss = loss + h.contrastive_weight * contrast
-            self.log("train/contrastive", contrast, batch_size=n)
-        check_finite(self, loss)
-        self.log_dict({"train/loss": loss, "train/ce": ce}, prog_bar=True, batch_size=n)
-        return loss
+        if "contrastive" in losses:
+            self.log("train/contrastive", losses["contrastive"], batch_size=n)
+        check_finite(self, losses["loss"])
+        self.log_dict({"train/loss": losses["loss"], "train/ce": losses["ce"]}, prog_bar=True, batch_size=n)
+        return losses["loss"]
 
     # ---- checkpoints hold only what stage 2 trained -------------------------------------------
     def trained_keys(self) -> set[str]:

@@ -108,35 +108,3 @@ def content_contrastive(
     true next item, away from the content vectors of the other targets in the batch — gathered
     across all devices under DDP. Targets equal to the positive are masked out of the negatives."""
     return _contrastive_ce(F.normalize(user, dim=-1), F.normalize(target_content, dim=-1), targets, temperature)
-
-
-def stage1_losses(
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
-    id_encoder=None,
-    id_table: torch.Tensor | None = None,
-    content_encoder=None,
-    content_table: torch.Tensor | None = None,
-    scoring: Scoring = "dot",
-    id_temperature: float = 1.0,
-    content_temperature: float = 0.05,
-    contrastive_weight: float = 0.2,
-) -> dict[str, torch.Tensor]:
-    """Stage 1's objective at every target position (``targets > 0``): the ID encoder's cross-entropy
-    over all items, and the content encoder's next-item loss (cosine / τ against the content table)
-    + contrastive_weight (α₁) · content-aware contrastive loss. The two parts share nothing, so neither gradient
-    reaches the other encoder. ``loss`` is their sum; the Lightning module and the GPU benchmark
-    both train with this."""
-    mask = targets > 0
-    wanted = targets[mask]
-    out = {"loss": torch.zeros((), device=inputs.device)}
-    if id_encoder is not None:
-        hidden = id_encoder(inputs)[mask]
-        out["id"] = full_softmax_ce(item_scores(hidden, id_table, scoring, id_temperature), wanted)
-        out["loss"] = out["loss"] + out["id"]
-    if content_encoder is not None:
-        states = content_encoder(inputs, content_table)[mask]
-        out["content"] = full_softmax_ce(item_scores(states, content_table, "cosine", content_temperature), wanted)
-        out["contrastive"] = content_contrastive(states, content_table[wanted], wanted, content_temperature)
-        out["loss"] = out["loss"] + out["content"] + contrastive_weight * out["contrastive"]
-    return out
