@@ -18,7 +18,7 @@ from torch import nn
 
 from sicsrec.content.encoders import ImageEncoder, ProjectionHead, TextEncoder
 from sicsrec.errors import ConfigError
-from sicsrec.modules.base import as_optimizer, check_finite, parameter_groups
+from sicsrec.modules.base import as_callable, check_finite, parameter_groups
 from sicsrec.nn.lora import inject_lora
 from sicsrec.objectives import alignment_objective
 
@@ -78,7 +78,7 @@ class AlignModule(L.LightningModule):
         self.hparams["text"], self.hparams["image"] = _init_args(self.text), _init_args(self.image)
         self.text_head = ProjectionHead(self.text.dim, proj_dim) if self.text else None
         self.image_head = ProjectionHead(self.image.dim, proj_dim) if self.image else None
-        self.optimizer, self.scheduler = as_optimizer(optimizer), scheduler
+        self.optimizer, self.scheduler = as_callable(optimizer), scheduler
         self._set_trainable()
         self.train()  # transformers' from_pretrained leaves models in eval mode
 

@@ -32,9 +32,10 @@ def renamed_hparams(class_name: str, hparams: dict) -> dict:
     return {renamed.get(key, key): value for key, value in hparams.items()}
 
 
-def as_optimizer(spec) -> OptimizerCallable:
-    """An optimiser default written as ``{"class_path", "init_args"}`` (so that ``--print_config``
-    shows it) as the callable LightningCLI makes of one; a callable stays as it is."""
+def as_callable(spec):
+    """A ``{"class_path", "init_args"}`` spec — an optimiser default written so that
+    ``--print_config`` shows it, or a network as a checkpoint's hyperparameters record it — as the
+    callable LightningCLI makes of one (the class with those arguments bound); a callable stays as it is."""
     if not isinstance(spec, dict):
         return spec
     import functools
@@ -89,7 +90,7 @@ class RecommenderModule(L.LightningModule):
         monitor: str = "valid/hr@10",
     ):
         super().__init__()
-        self.optimizer, self.scheduler = as_optimizer(optimizer), scheduler
+        self.optimizer, self.scheduler = as_callable(optimizer), scheduler
         self.monitor, self.views = monitor, tuple(views)
         self.valid_metrics = nn.ModuleDict({v: RankingMetrics(protocol=protocol) for v in self.views})
         self.test_metrics = nn.ModuleDict({v: RankingMetrics(protocol=protocol) for v in self.views})

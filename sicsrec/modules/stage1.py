@@ -8,22 +8,56 @@ encoder from next-item prediction against the content vectors of all items (cosi
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
 
 from sicsrec.compat import record_hparam
 from sicsrec.errors import ConfigError
 from sicsrec.evaluation import Protocol
-from sicsrec.modules.base import RecommenderModule, check_finite
+from sicsrec.modules.base import RecommenderModule, as_callable, check_finite
 from sicsrec.nn.content_encoder import ContentEncoder
 from sicsrec.nn.id_encoder import IDEncoder
 from sicsrec.nn.losses import Scoring, item_scores
 from sicsrec.objectives import stage1_objective
 
 OPTIMIZER = {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.001}}
+# An ID sequence encoder other than the SASRec one: a class built as ``cls(num_items, max_len, ...)``
+# (see sicsrec/nn/gru_encoder.py for the contract), given in a config by class_path + init_args.
+IDEncoderFactory = Callable[[int, int], nn.Module]
+
+
+def build_encoders(h: dict[str, Any]) -> tuple[nn.Module | None, nn.Module | None]:
+    """The stage-1 networks that the hyperparameters ``h`` describe (a Stage1Module's, or those a
+    stage-1 checkpoint saved): the ID encoder (``id_encoder`` if given, else SASRec of the shape
+    arguments) and the content encoder."""
+    shape = dict(
+        hidden_size=h["hidden_size"],
+        inner_size=h["inner_size"],
+        num_layers=h["num_layers"],
+        num_heads=h["num_heads"],
+        dropout=h["dropout"],
+        attn_dropout=h["attn_dropout"],
+        max_len=h["max_len"],
+        layer_norm_eps=h["layer_norm_eps"],
+        init_std=h["init_std"],
+        activation=h["activation"],
+    )
+    id_encoder = content_encoder = None
+    if h["use_id"]:
+        factory = h.get("id_encoder")
+        id_encoder = (
+            IDEncoder(h["num_items"], **shape)
+            if factory is None
+            else as_callable(factory)(h["num_items"], h["max_len"])
+        )
+    if h["use_content"]:
+        content_encoder = ContentEncoder(dict(h["feature_dims"]), **shape)
+    return id_encoder, content_encoder
 
 
 class FeatureTable:
@@ -80,6 +114,8 @@ class Stage1Module(FeatureTable, RecommenderModule):
     """Args:
     num_items: catalogue size without padding; ``null`` takes it from the DataModule.
     max_len: longest input; ``null`` takes it from the DataModule.
+    id_encoder: another ID sequence encoder (class_path + init_args; e.g. ``sicsrec.nn.GRUEncoder``);
+        ``null``: SASRec of the shape arguments below.
     hidden_size, inner_size, num_layers, num_heads: Transformer shape (both encoders).
     dropout: on embeddings and after attention/feed-forward blocks.
     attn_dropout: on attention probabilities.
@@ -102,6 +138,7 @@ class Stage1Module(FeatureTable, RecommenderModule):
         self,
         num_items: int | None = None,
         max_len: int | None = None,
+        id_encoder: IDEncoderFactory | None = None,
         hidden_size: int = 256,
         inner_size: int = 256,
         num_layers: int = 2,
@@ -137,23 +174,7 @@ class Stage1Module(FeatureTable, RecommenderModule):
         return [n for n in (self.id_encoder, self.content_encoder) if n is not None]
 
     def build(self) -> None:
-        h = self.hparams
-        shape = dict(
-            hidden_size=h.hidden_size,
-            inner_size=h.inner_size,
-            num_layers=h.num_layers,
-            num_heads=h.num_heads,
-            dropout=h.dropout,
-            attn_dropout=h.attn_dropout,
-            max_len=h.max_len,
-            layer_norm_eps=h.layer_norm_eps,
-            init_std=h.init_std,
-            activation=h.activation,
-        )
-        if h.use_id:
-            self.id_encoder = IDEncoder(h.num_items, **shape)
-        if h.use_content:
-            self.content_encoder = ContentEncoder(dict(h.feature_dims), **shape)
+        self.id_encoder, self.content_encoder = build_encoders(self.hparams)
 
     def id_table(self) -> torch.Tensor:
         return F.dropout(self.id_encoder.item_embedding.weight, self.hparams.item_dropout, self.training)

@@ -17,20 +17,21 @@ the decoder and fusion under the same loss.
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
+import inspect
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import AttributeDict, rank_zero_info
+from torch import nn
 
 from sicsrec.errors import ConfigError
 from sicsrec.evaluation import Protocol
 from sicsrec.modules.base import RENAMED, RecommenderModule, check_finite, renamed_hparams
-from sicsrec.modules.stage1 import FeatureTable, Stage1Module
+from sicsrec.modules.stage1 import FeatureTable, Stage1Module, build_encoders
 from sicsrec.nn.lora import inject_lora
 from sicsrec.nn.losses import Scoring, item_scores
 from sicsrec.nn.mix_decoder import Fusion, MixDecoder, gather_last
@@ -42,6 +43,7 @@ OPTIMIZER = {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.001, "weigh
 # What carries item information in the stage-1 encoders (trained by the method head, beside LoRA):
 # the ID item table, position tables, embedding LayerNorms and the content projections.
 ITEM_PARTS = {"item_embedding", "position_embedding", "norm", "projections"}
+NOT_HPARAMS = {"self", "optimizer", "scheduler"}
 
 
 def file_sha256(path: str | Path) -> str:
@@ -52,24 +54,32 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def load_stage1(path: Path) -> Stage1Module:
-    """The stage-1 model in ``path``, built from its saved arguments.
+def stage1_hparams(given: dict[str, Any]) -> AttributeDict:
+    """Stage-1 hyperparameters: ``given`` (a checkpoint's, or ``encoders``) over Stage1Module's defaults."""
+    defaults = {
+        k: p.default for k, p in inspect.signature(Stage1Module.__init__).parameters.items() if k not in NOT_HPARAMS
+    }
+    return AttributeDict({**defaults, **renamed_hparams("Stage1Module", given)})
 
-    Built in an empty ``contextvars`` context: while the CLI instantiates stage 2, Lightning keeps
-    stage 2's arguments in a context variable that ``save_hyperparameters`` of *any* module
-    created meanwhile would take as its own."""
+
+def load_stage1(path: Path) -> tuple[AttributeDict, nn.Module, nn.Module]:
+    """The stage-1 networks in ``path`` — ID and content encoder, built from its saved
+    hyperparameters and loaded with its weights — and those hyperparameters."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    saved = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
-    args = renamed_hparams("Stage1Module", saved)
-    if (
-        checkpoint.get("hyper_parameters", {}).get("_class_path", "sicsrec.modules.Stage1Module").rsplit(".", 1)[-1]
-        != "Stage1Module"
-        or "state_dict" not in checkpoint
+    saved = checkpoint.get("hyper_parameters", {})
+    if saved.get("_class_path", "sicsrec.modules.Stage1Module").rsplit(".", 1)[-1] != "Stage1Module" or (
+        "state_dict" not in checkpoint
     ):
         raise ConfigError(f"{path} is not a stage-1 checkpoint")
-    stage1 = contextvars.Context().run(Stage1Module, **args)
-    stage1.load_state_dict(checkpoint["state_dict"])
-    return stage1
+    hparams = stage1_hparams({k: v for k, v in saved.items() if not k.startswith("_")})
+    if not (hparams.use_id and hparams.use_content):
+        raise ConfigError(f"{path} is not a full stage-1 model (use_id and use_content are needed)")
+    id_encoder, content_encoder = build_encoders(hparams)
+    for name, network in (("id_encoder", id_encoder), ("content_encoder", content_encoder)):
+        network.load_state_dict(
+            {k[len(name) + 1 :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(name + ".")}
+        )
+    return hparams, id_encoder, content_encoder
 
 
 class Stage2Module(FeatureTable, RecommenderModule):
@@ -130,7 +140,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
     ):
         super().__init__(protocol, optimizer, scheduler)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.stage1 = None
+        self.stage1_hparams = self.id_encoder = self.content_encoder = None
         if num_items is not None and max_len is not None and feature_dims is not None:
             self.build()
 
@@ -138,20 +148,21 @@ class Stage2Module(FeatureTable, RecommenderModule):
     def build(self) -> None:
         h = self.hparams
         if h.stage1_checkpoint is None:
-            stage1 = self._fresh_encoders()
+            self.stage1_hparams, self.id_encoder, self.content_encoder = self._fresh_encoders()
         else:
-            stage1 = self._pretrained_encoders()
+            self.stage1_hparams, self.id_encoder, self.content_encoder = self._pretrained_encoders()
             inject_lora(
-                {"ID encoder": stage1.id_encoder, "content encoder": stage1.content_encoder},
+                {"ID encoder": self.id_encoder, "content encoder": self.content_encoder},
                 list(h.lora_targets),
                 h.lora_rank,
                 h.lora_alpha,
                 h.lora_dropout,
             )
             item_parts = ITEM_PARTS if h.head == "method" else set()
-            for name, p in stage1.named_parameters():
-                p.requires_grad_("lora_" in name or name.split(".")[1] in item_parts)
-        self.stage1, s = stage1, stage1.hparams
+            for encoder in (self.id_encoder, self.content_encoder):
+                for name, p in encoder.named_parameters():
+                    p.requires_grad_("lora_" in name or name.split(".")[0] in item_parts)
+        s = self.stage1_hparams
         self.decoder = (
             MixDecoder(
                 s.hidden_size,
@@ -175,7 +186,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
             (1.0, 1.0 / s.content_temperature) if h.head == "ensemble" else None,
         )
 
-    def _pretrained_encoders(self) -> Stage1Module:
+    def _pretrained_encoders(self) -> tuple[AttributeDict, nn.Module, nn.Module]:
         h = self.hparams
         path = Path(h.stage1_checkpoint)
         if not path.is_file():
@@ -187,18 +198,15 @@ class Stage2Module(FeatureTable, RecommenderModule):
                 f"{h.stage1_sha256[:12]}): point stage1_checkpoint to the original file"
             )
         self.hparams["stage1_sha256"] = digest
-        stage1 = load_stage1(path)
-        s = stage1.hparams
-        if not (s.use_id and s.use_content):
-            raise ConfigError(f"{path} is not a full stage-1 model (use_id and use_content are needed)")
+        s, id_encoder, content_encoder = load_stage1(path)
         for name in ("num_items", "max_len"):
             if s[name] != h[name]:
                 raise ConfigError(f"stage 1 was trained with {name}={s[name]}, the data gives {h[name]}")
         if dict(s.feature_dims) != dict(h.feature_dims):
             raise ConfigError(f"stage 1 used features {dict(s.feature_dims)}, the data gives {dict(h.feature_dims)}")
-        return stage1.requires_grad_(False)
+        return s, id_encoder.requires_grad_(False), content_encoder.requires_grad_(False)
 
-    def _fresh_encoders(self) -> Stage1Module:
+    def _fresh_encoders(self) -> tuple[AttributeDict, nn.Module, nn.Module]:
         h = self.hparams
         fixed = {"num_items", "max_len", "feature_dims", "use_id", "use_content"}
         old = set(RENAMED["Stage1Module"]) & set(h.encoders or {})
@@ -207,20 +215,23 @@ class Stage2Module(FeatureTable, RecommenderModule):
             raise ConfigError(f"model.encoders.{key} is now model.encoders.{RENAMED['Stage1Module'][key]}")
         if fixed & set(h.encoders or {}):
             raise ConfigError(f"model.encoders: {sorted(fixed & set(h.encoders))} come from the data, leave them out")
-        return contextvars.Context().run(
-            Stage1Module,
-            num_items=h.num_items,
-            max_len=h.max_len,
-            use_id=True,
-            use_content=True,
-            feature_dims=dict(h.feature_dims),
-            **(h.encoders or {}),
+        s = stage1_hparams(
+            {
+                **(h.encoders or {}),
+                "num_items": h.num_items,
+                "max_len": h.max_len,
+                "use_id": True,
+                "use_content": True,
+                "feature_dims": dict(h.feature_dims),
+            }
         )
+        unknown = set(h.encoders or {}) - set(s)
+        if unknown:
+            raise ConfigError(f"model.encoders: {sorted(unknown)} are not Stage1Module arguments")
+        return (s, *build_encoders(s))
 
     def networks(self) -> list:
-        return [
-            n for n in (self.stage1.id_encoder, self.stage1.content_encoder, self.decoder, self.fusion) if n is not None
-        ]
+        return [n for n in (self.id_encoder, self.content_encoder, self.decoder, self.fusion) if n is not None]
 
     def parameter_counts(self) -> dict[str, int | float]:
         counts = super().parameter_counts()
@@ -240,7 +251,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
         """LoRA parameters per encoder against the encoder's frozen base parameters."""
         out = {}
         for name in ("id_encoder", "content_encoder"):
-            enc = getattr(self.stage1, name)
+            enc = getattr(self, name)
             lora = sum(p.numel() for n, p in enc.named_parameters() if "lora_" in n)
             base = sum(p.numel() for n, p in enc.named_parameters() if "lora_" not in n)
             out[name] = {"lora": lora, "frozen": base, "share": lora / base}
@@ -250,8 +261,8 @@ class Stage2Module(FeatureTable, RecommenderModule):
     def item_table(self, content: torch.Tensor) -> torch.Tensor:
         """What user vectors are scored against: the ID item table (``ensemble``: beside the content table)."""
         h = self.hparams
-        rate = self.stage1.hparams.item_dropout if h.item_dropout is None else h.item_dropout
-        table = F.dropout(self.stage1.id_encoder.item_embedding.weight, rate, self.training)
+        rate = self.stage1_hparams.item_dropout if h.item_dropout is None else h.item_dropout
+        table = F.dropout(self.id_encoder.item_embedding.weight, rate, self.training)
         if h.head == "ensemble":
             table = torch.cat([table, content], dim=-1)
         return table
@@ -260,21 +271,21 @@ class Stage2Module(FeatureTable, RecommenderModule):
         """The one scoring of stage 2 — in training, validation, test, predict and export. ``method``:
         the ID table scored as stage 1 scored it (its ``scoring`` and ``id_temperature``); ``ensemble``:
         dot products with ``[ID table ; content table]``, the content part's 1/τ being in the fusion."""
-        s = self.stage1.hparams
+        s = self.stage1_hparams
         return ("dot", 1.0) if self.hparams.head == "ensemble" else (s.scoring, s.id_temperature)
 
     def score_items(self, users: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
         return item_scores(users, self.item_table(content), *self.scoring())
 
     def item_vectors(self) -> torch.Tensor:
-        return self.item_table(self.content_table(self.stage1.content_encoder))
+        return self.item_table(self.content_table(self.content_encoder))
 
     def user_vectors(self, batch: dict) -> torch.Tensor:
-        return self.user_states(batch["input"], self.content_table(self.stage1.content_encoder), all_positions=False)
+        return self.user_states(batch["input"], self.content_table(self.content_encoder), all_positions=False)
 
     def user_states(self, items: torch.Tensor, content: torch.Tensor, all_positions: bool) -> torch.Tensor:
-        id_h = self.stage1.id_encoder(items)
-        content_h = self.stage1.content_encoder(items, content)
+        id_h = self.id_encoder(items)
+        content_h = self.content_encoder(items, content)
         streams = [id_h, content_h]
         if self.decoder is not None:
             streams.append(self.decoder(id_h, content_h))
@@ -287,7 +298,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
     def content_part(self, users: torch.Tensor) -> torch.Tensor:
         """What the contrastive loss pulls towards the next item's content vector: the user vector
         itself (``method``), or its content part (``ensemble``)."""
-        return users[..., -self.stage1.hparams.hidden_size :] if self.hparams.head == "ensemble" else users
+        return users[..., -self.stage1_hparams.hidden_size :] if self.hparams.head == "ensemble" else users
 
     def scores(self, batch: dict) -> dict[str, torch.Tensor]:
         return {"main": self.score(batch)}
@@ -296,7 +307,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
         h = self.hparams
         mask = batch["target"] > 0
         targets = batch["target"][mask]
-        content = self.content_table(self.stage1.content_encoder)
+        content = self.content_table(self.content_encoder)
         users = self.user_states(batch["input"], content, all_positions=True)[mask]
         losses = stage2_objective(
             targets,
@@ -336,7 +347,9 @@ class Stage2Module(FeatureTable, RecommenderModule):
             )
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Load a stage-2 state (trained parameters only) over the rebuilt stage-1 model."""
+        """Load a stage-2 state (trained parameters only) over the rebuilt stage-1 networks.
+        Checkpoints saved while stage 2 nested the stage-1 module (``stage1.id_encoder.…``) load too."""
+        state_dict = {k.removeprefix("stage1."): v for k, v in state_dict.items()}
         missing = self.trained_keys() - set(state_dict)
         unexpected = set(state_dict) - {n for n, _ in self.named_parameters()}
         if strict and (missing or unexpected):

@@ -1,6 +1,7 @@
 """Plain ``nn.Module``s: no Lightning, no files."""
 
 from sicsrec.nn.attention import MultiHeadAttention, TransformerLayer
+from sicsrec.nn.gru_encoder import GRUEncoder
 from sicsrec.nn.id_encoder import IDEncoder
 
-__all__ = ["IDEncoder", "MultiHeadAttention", "TransformerLayer"]
+__all__ = ["GRUEncoder", "IDEncoder", "MultiHeadAttention", "TransformerLayer"]
