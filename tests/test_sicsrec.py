@@ -105,7 +105,7 @@ def test_lora_adds_under_five_percent_of_each_frozen_encoder(generated, features
             if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in targets
         )
         frozen = sum(p.numel() for p in encoder.parameters())
-        lora = sum(p.numel() for n, p in getattr(stage2, name).named_parameters() if "lora_" in n)
+        lora = sum(p.numel() for n, p in getattr(stage2.network, name).named_parameters() if "lora_" in n)
         assert lora == expected > 0, (name, lora, expected)  # every targeted layer has its adapter
         assert lora < 0.05 * frozen, (name, lora, frozen)
         assert stage2.lora_report()[name] == {"lora": lora, "frozen": frozen, "share": lora / frozen}
@@ -161,8 +161,8 @@ def test_stage2_checkpoint_holds_only_what_stage2_trained_and_rebuilds_exactly(
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
     assert set(saved["state_dict"]) == trained
     # of the stage-1 encoders: LoRA and the parts that carry item information, never a Transformer weight
-    encoder_keys = [k for k in saved["state_dict"] if k.startswith(("id_encoder.", "content_encoder."))]
-    assert encoder_keys and all("lora_" in k or k.split(".")[1] in ITEM_PARTS for k in encoder_keys)
+    encoder_keys = [k for k in saved["state_dict"] if k.startswith(("network.id_encoder.", "network.content_encoder."))]
+    assert encoder_keys and all("lora_" in k or k.split(".")[2] in ITEM_PARTS for k in encoder_keys)
     assert saved["stage1_checkpoint"]["sha256"] == model.hparams.stage1_sha256
     expected = trainer.test(model, dm, ckpt_path=path, verbose=False)[0]
     fresh = Stage2Module(stage1_checkpoint, decoder_dropout=0.1, decoder_attn_dropout=0.1, item_dropout=0.1)
@@ -171,7 +171,9 @@ def test_stage2_checkpoint_holds_only_what_stage2_trained_and_rebuilds_exactly(
     )[0]
     assert again == pytest.approx(expected, abs=1e-6)
     # a checkpoint from when stage 2 nested the stage-1 module (keys ``stage1.id_encoder.…``) loads the same
-    saved["state_dict"] = {("stage1." + k if k in encoder_keys else k): v for k, v in saved["state_dict"].items()}
+    saved["state_dict"] = {
+        k.replace("network.", "stage1." if k in encoder_keys else "", 1): v for k, v in saved["state_dict"].items()
+    }
     torch.save(saved, tmp_path / "nested.ckpt")
     fresh = Stage2Module(stage1_checkpoint, decoder_dropout=0.1, decoder_attn_dropout=0.1, item_dropout=0.1)
     old = L.Trainer(logger=False, enable_progress_bar=False).test(
@@ -234,7 +236,7 @@ def test_method_head_trains_with_the_scores_it_is_evaluated_with(generated, feat
     L.seed_everything(0, verbose=False)
     model = method_model(stage1_checkpoint, dm, use_contrastive=False).eval()
     with torch.no_grad():  # a trained fusion, so the decoder and content streams matter too
-        model.fusion.delta.weight.normal_(0.0, 0.05)
+        model.network.fusion.delta.weight.normal_(0.0, 0.05)
     batch = next(iter(dm.train_dataloader()))
     batch = {k: v[:6] for k, v in batch.items()}
     loss = model.training_step(batch, 0)
@@ -253,14 +255,14 @@ def test_the_contrastive_gradient_reaches_the_id_scored_user_vector_only_in_the_
     dm = datamodule(generated, features)
     dm.setup("fit")
     model = method_model(stage1_checkpoint, dm, head=head).eval()
-    id_table = model.id_encoder.item_embedding.weight
+    id_table = model.network.id_encoder.item_embedding.weight
     id_table.requires_grad_(True)  # frozen in the ensemble head: followed here all the same
     batch = next(iter(dm.train_dataloader()))
     mask = batch["target"] > 0
     targets = batch["target"][mask]
-    content = model.content_table(model.content_encoder)
-    users = model.user_states(batch["input"], content, all_positions=True)[mask]
-    contrast = content_contrastive(model.content_part(users), content[targets], targets, 0.05)
+    content = model.content_table(model.network.content_encoder)
+    users = model.network(batch["input"], content, all_positions=True)[mask]
+    contrast = content_contrastive(model.network.content_part(users), content[targets], targets, 0.05)
     (grad,) = torch.autograd.grad(contrast, id_table, allow_unused=True)
     reaches = grad is not None and grad.abs().sum() > 0
     # at the start the ensemble's fusion passes the ID half through untouched by content: nothing
@@ -276,7 +278,9 @@ def test_method_head_trains_the_item_parts_and_not_the_transformer_weights(
     model = Stage2Module(stage1_checkpoint)
     model.bind_features(dm)
     model.bind_data(dm.num_items, dm.max_len)
-    encoders = torch.nn.ModuleDict({"id_encoder": model.id_encoder, "content_encoder": model.content_encoder})
+    encoders = torch.nn.ModuleDict(
+        {"id_encoder": model.network.id_encoder, "content_encoder": model.network.content_encoder}
+    )
     before = {n: p.detach().clone() for n, p in encoders.named_parameters()}
     trainer, _ = fit(model, dm, tmp_path, epochs=1)
     moved = {n for n, p in encoders.named_parameters() if not torch.equal(p.detach(), before[n])}
@@ -313,7 +317,7 @@ def test_one_stage_training_trains_every_part_and_rebuilds_from_its_own_checkpoi
         for n, p in model.named_parameters()
         if not torch.equal(p.detach(), before[n])
     }
-    assert {"id_encoder.item_embedding", "content_encoder.layers", "decoder.layers", "fusion.delta"} <= moved
+    assert {"network.id_encoder", "network.content_encoder", "network.decoder", "network.fusion"} <= moved
     saved = torch.load(path, map_location="cpu", weights_only=True)
     assert set(saved["state_dict"]) == set(before) and "stage1_checkpoint" not in saved
     expected = trainer.test(model, dm, ckpt_path=path, verbose=False)[0]

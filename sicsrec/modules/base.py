@@ -35,7 +35,8 @@ def renamed_hparams(class_name: str, hparams: dict) -> dict:
 def as_callable(spec):
     """A ``{"class_path", "init_args"}`` spec — an optimiser default written so that
     ``--print_config`` shows it, or a network as a checkpoint's hyperparameters record it — as the
-    callable LightningCLI makes of one (the class with those arguments bound); a callable stays as it is."""
+    callable LightningCLI makes of one (the class with those arguments bound); a callable (or None)
+    stays as it is."""
     if not isinstance(spec, dict):
         return spec
     import functools

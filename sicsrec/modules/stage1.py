@@ -9,6 +9,7 @@ encoder from next-item prediction against the content vectors of all items (cosi
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -26,15 +27,17 @@ from sicsrec.nn.losses import Scoring, item_scores
 from sicsrec.objectives import stage1_objective
 
 OPTIMIZER = {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.001}}
-# An ID sequence encoder other than the SASRec one: a class built as ``cls(num_items, max_len, ...)``
-# (see sicsrec/nn/gru_encoder.py for the contract), given in a config by class_path + init_args.
+# Sequence encoders given in a config by class_path + init_args (the networks of sicsrec/nn or your
+# own): an ID encoder is built as ``cls(num_items, max_len, ...)`` (contract: sicsrec/nn/gru_encoder.py),
+# a content encoder as ``cls(feature_dims, max_len, ...)`` (contract: sicsrec/nn/content_encoder.py).
 IDEncoderFactory = Callable[[int, int], nn.Module]
+ContentEncoderFactory = Callable[[dict[str, int], int], nn.Module]
 
 
 def build_encoders(h: dict[str, Any]) -> tuple[nn.Module | None, nn.Module | None]:
     """The stage-1 networks that the hyperparameters ``h`` describe (a Stage1Module's, or those a
-    stage-1 checkpoint saved): the ID encoder (``id_encoder`` if given, else SASRec of the shape
-    arguments) and the content encoder."""
+    stage-1 checkpoint saved): each encoder as given (``id_encoder``, ``content_encoder``), else
+    the SASRec-style Transformer of the shape arguments."""
     shape = dict(
         hidden_size=h["hidden_size"],
         inner_size=h["inner_size"],
@@ -42,21 +45,17 @@ def build_encoders(h: dict[str, Any]) -> tuple[nn.Module | None, nn.Module | Non
         num_heads=h["num_heads"],
         dropout=h["dropout"],
         attn_dropout=h["attn_dropout"],
-        max_len=h["max_len"],
         layer_norm_eps=h["layer_norm_eps"],
         init_std=h["init_std"],
         activation=h["activation"],
     )
     id_encoder = content_encoder = None
     if h["use_id"]:
-        factory = h.get("id_encoder")
-        id_encoder = (
-            IDEncoder(h["num_items"], **shape)
-            if factory is None
-            else as_callable(factory)(h["num_items"], h["max_len"])
-        )
+        factory = as_callable(h.get("id_encoder")) or partial(IDEncoder, **shape)
+        id_encoder = factory(h["num_items"], h["max_len"])
     if h["use_content"]:
-        content_encoder = ContentEncoder(dict(h["feature_dims"]), **shape)
+        factory = as_callable(h.get("content_encoder")) or partial(ContentEncoder, **shape)
+        content_encoder = factory(dict(h["feature_dims"]), h["max_len"])
     return id_encoder, content_encoder
 
 
@@ -114,8 +113,10 @@ class Stage1Module(FeatureTable, RecommenderModule):
     """Args:
     num_items: catalogue size without padding; ``null`` takes it from the DataModule.
     max_len: longest input; ``null`` takes it from the DataModule.
-    id_encoder: another ID sequence encoder (class_path + init_args; e.g. ``sicsrec.nn.GRUEncoder``);
-        ``null``: SASRec of the shape arguments below.
+    id_encoder: the ID sequence encoder by class_path + init_args (e.g. ``sicsrec.nn.GRUEncoder``);
+        ``null``: SASRec (``sicsrec.nn.IDEncoder``) of the shape arguments below.
+    content_encoder: the content sequence encoder likewise; ``null``: ``sicsrec.nn.ContentEncoder``
+        of the shape arguments.
     hidden_size, inner_size, num_layers, num_heads: Transformer shape (both encoders).
     dropout: on embeddings and after attention/feed-forward blocks.
     attn_dropout: on attention probabilities.
@@ -139,6 +140,7 @@ class Stage1Module(FeatureTable, RecommenderModule):
         num_items: int | None = None,
         max_len: int | None = None,
         id_encoder: IDEncoderFactory | None = None,
+        content_encoder: ContentEncoderFactory | None = None,
         hidden_size: int = 256,
         inner_size: int = 256,
         num_layers: int = 2,

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import AttributeDict, rank_zero_info
 from torch import nn
@@ -34,7 +33,8 @@ from sicsrec.modules.base import RENAMED, RecommenderModule, check_finite, renam
 from sicsrec.modules.stage1 import FeatureTable, Stage1Module, build_encoders
 from sicsrec.nn.lora import inject_lora
 from sicsrec.nn.losses import Scoring, item_scores
-from sicsrec.nn.mix_decoder import Fusion, MixDecoder, gather_last
+from sicsrec.nn.mix_decoder import Fusion, MixDecoder
+from sicsrec.nn.sicsrec_network import SICSRecNetwork
 from sicsrec.objectives import stage2_objective
 
 LORA_TARGETS = ("query", "key", "value", "out", "dense_in", "dense_out")  # attention and feed-forward linears
@@ -52,6 +52,13 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def upgraded_key(key: str) -> str:
+    """A stage-2 state-dict key of an earlier layout (the stage-1 module nested as ``stage1``; the
+    networks held directly) under today's (``network.…``)."""
+    key = key.removeprefix("stage1.")
+    return f"network.{key}" if key.startswith(("id_encoder.", "content_encoder.", "decoder.", "fusion.")) else key
 
 
 def stage1_hparams(given: dict[str, Any]) -> AttributeDict:
@@ -140,7 +147,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
     ):
         super().__init__(protocol, optimizer, scheduler)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.stage1_hparams = self.id_encoder = self.content_encoder = None
+        self.stage1_hparams = self.network = None
         if num_items is not None and max_len is not None and feature_dims is not None:
             self.build()
 
@@ -148,22 +155,22 @@ class Stage2Module(FeatureTable, RecommenderModule):
     def build(self) -> None:
         h = self.hparams
         if h.stage1_checkpoint is None:
-            self.stage1_hparams, self.id_encoder, self.content_encoder = self._fresh_encoders()
+            self.stage1_hparams, id_encoder, content_encoder = self._fresh_encoders()
         else:
-            self.stage1_hparams, self.id_encoder, self.content_encoder = self._pretrained_encoders()
+            self.stage1_hparams, id_encoder, content_encoder = self._pretrained_encoders()
             inject_lora(
-                {"ID encoder": self.id_encoder, "content encoder": self.content_encoder},
+                {"ID encoder": id_encoder, "content encoder": content_encoder},
                 list(h.lora_targets),
                 h.lora_rank,
                 h.lora_alpha,
                 h.lora_dropout,
             )
             item_parts = ITEM_PARTS if h.head == "method" else set()
-            for encoder in (self.id_encoder, self.content_encoder):
+            for encoder in (id_encoder, content_encoder):
                 for name, p in encoder.named_parameters():
                     p.requires_grad_("lora_" in name or name.split(".")[0] in item_parts)
         s = self.stage1_hparams
-        self.decoder = (
+        decoder = (
             MixDecoder(
                 s.hidden_size,
                 s.inner_size,
@@ -179,12 +186,14 @@ class Stage2Module(FeatureTable, RecommenderModule):
             else None
         )
         # ensemble: the content part starts as stage 1 scored it, cosine / τ; method: the ID stream
-        self.fusion = Fusion(
+        fusion = Fusion(
             s.hidden_size,
             3 if h.use_decoder else 2,
             2 if h.head == "ensemble" else 1,
             (1.0, 1.0 / s.content_temperature) if h.head == "ensemble" else None,
         )
+        item_dropout = s.item_dropout if h.item_dropout is None else h.item_dropout
+        self.network = SICSRecNetwork(id_encoder, content_encoder, decoder, fusion, h.head, item_dropout)
 
     def _pretrained_encoders(self) -> tuple[AttributeDict, nn.Module, nn.Module]:
         h = self.hparams
@@ -231,7 +240,8 @@ class Stage2Module(FeatureTable, RecommenderModule):
         return (s, *build_encoders(s))
 
     def networks(self) -> list:
-        return [n for n in (self.id_encoder, self.content_encoder, self.decoder, self.fusion) if n is not None]
+        net = self.network
+        return [n for n in (net.id_encoder, net.content_encoder, net.decoder, net.fusion) if n is not None]
 
     def parameter_counts(self) -> dict[str, int | float]:
         counts = super().parameter_counts()
@@ -251,22 +261,13 @@ class Stage2Module(FeatureTable, RecommenderModule):
         """LoRA parameters per encoder against the encoder's frozen base parameters."""
         out = {}
         for name in ("id_encoder", "content_encoder"):
-            enc = getattr(self, name)
+            enc = getattr(self.network, name)
             lora = sum(p.numel() for n, p in enc.named_parameters() if "lora_" in n)
             base = sum(p.numel() for n, p in enc.named_parameters() if "lora_" not in n)
             out[name] = {"lora": lora, "frozen": base, "share": lora / base}
         return out
 
     # ---- model --------------------------------------------------------------------------------
-    def item_table(self, content: torch.Tensor) -> torch.Tensor:
-        """What user vectors are scored against: the ID item table (``ensemble``: beside the content table)."""
-        h = self.hparams
-        rate = self.stage1_hparams.item_dropout if h.item_dropout is None else h.item_dropout
-        table = F.dropout(self.id_encoder.item_embedding.weight, rate, self.training)
-        if h.head == "ensemble":
-            table = torch.cat([table, content], dim=-1)
-        return table
-
     def scoring(self) -> tuple[Scoring, float]:
         """The one scoring of stage 2 — in training, validation, test, predict and export. ``method``:
         the ID table scored as stage 1 scored it (its ``scoring`` and ``id_temperature``); ``ensemble``:
@@ -275,30 +276,13 @@ class Stage2Module(FeatureTable, RecommenderModule):
         return ("dot", 1.0) if self.hparams.head == "ensemble" else (s.scoring, s.id_temperature)
 
     def score_items(self, users: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-        return item_scores(users, self.item_table(content), *self.scoring())
+        return item_scores(users, self.network.item_table(content), *self.scoring())
 
     def item_vectors(self) -> torch.Tensor:
-        return self.item_table(self.content_table(self.content_encoder))
+        return self.network.item_table(self.content_table(self.network.content_encoder))
 
     def user_vectors(self, batch: dict) -> torch.Tensor:
-        return self.user_states(batch["input"], self.content_table(self.content_encoder), all_positions=False)
-
-    def user_states(self, items: torch.Tensor, content: torch.Tensor, all_positions: bool) -> torch.Tensor:
-        id_h = self.id_encoder(items)
-        content_h = self.content_encoder(items, content)
-        streams = [id_h, content_h]
-        if self.decoder is not None:
-            streams.append(self.decoder(id_h, content_h))
-        if not all_positions:
-            streams = [gather_last(s, items) for s in streams]
-        if self.hparams.head == "ensemble":
-            streams[1] = F.normalize(streams[1], dim=-1)  # content vectors are unit length too
-        return self.fusion(*streams)
-
-    def content_part(self, users: torch.Tensor) -> torch.Tensor:
-        """What the contrastive loss pulls towards the next item's content vector: the user vector
-        itself (``method``), or its content part (``ensemble``)."""
-        return users[..., -self.stage1_hparams.hidden_size :] if self.hparams.head == "ensemble" else users
+        return self.network(batch["input"], self.content_table(self.network.content_encoder))
 
     def scores(self, batch: dict) -> dict[str, torch.Tensor]:
         return {"main": self.score(batch)}
@@ -307,12 +291,12 @@ class Stage2Module(FeatureTable, RecommenderModule):
         h = self.hparams
         mask = batch["target"] > 0
         targets = batch["target"][mask]
-        content = self.content_table(self.content_encoder)
-        users = self.user_states(batch["input"], content, all_positions=True)[mask]
+        content = self.content_table(self.network.content_encoder)
+        users = self.network(batch["input"], content, all_positions=True)[mask]
         losses = stage2_objective(
             targets,
             self.score_items(users, content),
-            self.content_part(users) if h.use_contrastive else None,
+            self.network.content_part(users) if h.use_contrastive else None,
             content,
             h.contrastive_weight,
             h.content_temperature,
@@ -348,8 +332,8 @@ class Stage2Module(FeatureTable, RecommenderModule):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Load a stage-2 state (trained parameters only) over the rebuilt stage-1 networks.
-        Checkpoints saved while stage 2 nested the stage-1 module (``stage1.id_encoder.…``) load too."""
-        state_dict = {k.removeprefix("stage1."): v for k, v in state_dict.items()}
+        Checkpoints of earlier layouts (``stage1.id_encoder.…``, ``decoder.…``) load too."""
+        state_dict = {upgraded_key(k): v for k, v in state_dict.items()}
         missing = self.trained_keys() - set(state_dict)
         unexpected = set(state_dict) - {n for n, _ in self.named_parameters()}
         if strict and (missing or unexpected):

@@ -1,0 +1,68 @@
+"""SICSRec's stage-2 model as one network: both stage-1 sequence encoders, the mix-modality
+decoder and the fusion of their states into the user vector."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sicsrec.nn.mix_decoder import Fusion, gather_last
+
+Head = Literal["method", "ensemble"]
+
+
+class SICSRecNetwork(nn.Module):
+    """``head="method"``: the ID, content and decoder states are fused into one user vector in the
+    ID table's space, scored against the ID item table. ``head="ensemble"``: ``[ID part ; content
+    part]`` scored against ``[ID table ; content table]``.
+
+    Args:
+        id_encoder, content_encoder: the stage-1 sequence encoders (ID: ``encoder(items)`` and an
+            ``item_embedding``; content: ``encoder(items, content_table)``).
+        decoder: the mix-modality decoder (``decoder(id_states, content_states)``) or None.
+        fusion: the fusion of the last-position states.
+        head: see above.
+        item_dropout: dropout on the ID item table in training.
+    """
+
+    def __init__(
+        self,
+        id_encoder: nn.Module,
+        content_encoder: nn.Module,
+        decoder: nn.Module | None,
+        fusion: Fusion,
+        head: Head = "method",
+        item_dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.id_encoder, self.content_encoder, self.decoder, self.fusion = id_encoder, content_encoder, decoder, fusion
+        self.head, self.item_dropout = head, item_dropout
+
+    def item_table(self, content: torch.Tensor) -> torch.Tensor:
+        """What user vectors are scored against: the ID item table (``ensemble``: beside the
+        content table ``content``)."""
+        table = F.dropout(self.id_encoder.item_embedding.weight, self.item_dropout, self.training)
+        return torch.cat([table, content], dim=-1) if self.head == "ensemble" else table
+
+    def forward(self, items: torch.Tensor, content: torch.Tensor, all_positions: bool = False) -> torch.Tensor:
+        """User vectors: at every position (B, L, D) or each row's last real one (B, D)."""
+        id_h = self.id_encoder(items)
+        content_h = self.content_encoder(items, content)
+        streams = [id_h, content_h]
+        if self.decoder is not None:
+            streams.append(self.decoder(id_h, content_h))
+        if not all_positions:
+            streams = [gather_last(s, items) for s in streams]
+        if self.head == "ensemble":
+            streams[1] = F.normalize(streams[1], dim=-1)  # content vectors are unit length too
+        return self.fusion(*streams)
+
+    def content_part(self, users: torch.Tensor) -> torch.Tensor:
+        """What the contrastive loss pulls towards the next item's content vector: the user vector
+        itself (``method``), or its content part (``ensemble``)."""
+        if self.head != "ensemble":
+            return users
+        return users[..., users.shape[-1] // 2 :]
