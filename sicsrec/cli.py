@@ -193,7 +193,12 @@ class SicsrecCLI(LightningCLI):
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if path is not None and path not in ("last", "best", "hpc", "registry"):
             model = self.config[subcommand].get("model")
-            self.check_checkpoint(path, str(getattr(model, "class_path", "") or "").rsplit(".", 1)[-1])
+            checkpoint = self.check_checkpoint(path, str(getattr(model, "class_path", "") or "").rsplit(".", 1)[-1])
+            if "stage1_checkpoint" in checkpoint and model is not None:
+                from sicsrec.modules.stage2 import locate_stage1
+
+                given = model.init_args.get("stage1_checkpoint")
+                model.init_args.stage1_checkpoint = locate_stage1(given, path, checkpoint["stage1_checkpoint"])
 
     @staticmethod
     def check_checkpoint(path: str, built: str) -> dict:

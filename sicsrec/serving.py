@@ -43,12 +43,10 @@ def run_files(run: str | Path, ckpt_path: str | Path | None) -> tuple[Path, Path
     return config, best[0]
 
 
-def build_from_config(config: str | Path):
-    """The LightningModule and DataModule a config's ``model`` and ``data`` sections describe (the
-    rest of the file — trainer, loggers, ``ckpt_path`` — is not needed to serve)."""
+def read_config(config: str | Path) -> dict:
+    """A config file's ``model`` and ``data`` sections (the rest — trainer, loggers, ``ckpt_path``
+    — is not needed to serve)."""
     import yaml
-    from jsonargparse import ArgumentParser
-    from lightning import LightningDataModule, LightningModule
 
     path = Path(config)
     if not path.is_file():
@@ -60,12 +58,19 @@ def build_from_config(config: str | Path):
     missing = [key for key in ("model", "data") if key not in values]
     if missing:
         raise ConfigError(f"--config {config}: no {' or '.join(missing)} section (give the run's config.yaml)")
+    return {"model": values["model"], "data": values["data"]}
+
+
+def build_from_config(values: dict, config: str | Path):
+    """The LightningModule and DataModule that ``values`` (``read_config`` of ``config``) describe."""
+    from jsonargparse import ArgumentParser
+    from lightning import LightningDataModule, LightningModule
+
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(LightningModule, "model", required=True)
     parser.add_subclass_arguments(LightningDataModule, "data", required=True)
     try:
-        parsed = parser.parse_object({"model": values["model"], "data": values["data"]})
-        built = parser.instantiate_classes(parsed)
+        built = parser.instantiate_classes(parser.parse_object(values))
     except Exception as err:  # jsonargparse reports every problem as one of a few exception types
         raise ConfigError(f"--config {config}: {str(err).splitlines()[0]}") from None
     return built.model, built.data
@@ -99,8 +104,18 @@ class Recommender:
         from sicsrec.cli import SicsrecCLI
 
         config, ckpt_path = run_files(run, ckpt_path)
-        model, datamodule = build_from_config(config)
-        checkpoint = SicsrecCLI.check_checkpoint(str(ckpt_path), type(model).__name__)
+        values = read_config(config)
+        checkpoint = SicsrecCLI.check_checkpoint(
+            str(ckpt_path), str(values["model"].get("class_path", "")).split(".")[-1]
+        )
+        if "stage1_checkpoint" in checkpoint:  # found from wherever the stage-2 checkpoint now is
+            from sicsrec.modules.stage2 import locate_stage1
+
+            init = values["model"].setdefault("init_args", {})
+            init["stage1_checkpoint"] = locate_stage1(
+                init.get("stage1_checkpoint"), ckpt_path, checkpoint["stage1_checkpoint"]
+            )
+        model, datamodule = build_from_config(values, config)
         model.bind_features(datamodule)
         model.bind_data(datamodule.num_items, datamodule.max_len)
         model.on_load_checkpoint(checkpoint)

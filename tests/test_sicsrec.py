@@ -456,3 +456,60 @@ def test_ninerec_protocol_masks_the_history_in_the_models_own_scores(generated, 
         assert tested["ninerec"][f"test/{view}/ndcg@10"] == pytest.approx(expected["ndcg@10"], abs=1e-6)
         assert tested["ninerec"][f"test/{view}/mrr"] == pytest.approx(expected["mrr"], abs=1e-6)
         assert tested["ninerec"][f"test/{view}/mrr"] > tested["recbole"][f"test/{view}/mrr"]  # history was ranked
+
+
+def test_a_stage2_checkpoint_tests_predicts_and_serves_from_another_folder_after_its_runs_moved(
+    generated, features, stage1_checkpoint, tmp_path, monkeypatch
+):
+    import json
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    from sicsrec.cli import main
+    from sicsrec.serving import Recommender
+
+    work = tmp_path / "work"
+    (work / "runs" / "s1").mkdir(parents=True)
+    shutil.copy(stage1_checkpoint, work / "runs" / "s1" / "best.ckpt")
+    monkeypatch.chdir(work)  # paths as a chain writes them: relative to the working directory
+    config = {
+        "seed_everything": 0,
+        "trainer": {
+            "max_epochs": 1,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
+            "callbacks": [
+                {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"filename": "best"}}
+            ],
+        },
+        "model": {
+            "class_path": "sicsrec.modules.Stage2Module",
+            "init_args": {"stage1_checkpoint": "runs/s1/best.ckpt"},
+        },
+        "data": {
+            "class_path": "sicsrec.data.SequenceDataModule",
+            "init_args": {"root": str(generated), "features": str(features), "max_len": 10, "batch_size": 256},
+        },
+    }
+    Path("s2.yaml").write_text(yaml.safe_dump(config))
+    main(["fit", "--config", "s2.yaml"])
+    expected = json.loads(Path("runs/lightning_logs/version_0/metrics.json").read_text())
+    moved = shutil.move(work, tmp_path / "moved")  # the whole folder: runs/ copied to another place
+    run = Path(moved) / "runs" / "lightning_logs" / "version_0"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    common = ["--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "best.ckpt")]
+    main(["test", *common, "--trainer.logger", "false", "--trainer.default_root_dir", "t"])
+    tested = json.loads(Path("t/metrics.json").read_text())
+    assert {k: v for k, v in tested.items() if k.startswith("test/")} == {
+        k: v for k, v in expected.items() if k.startswith("test/")
+    }
+    main(["predict", *common, "--trainer.logger", "false", "--predictions.path", str(tmp_path / "p.jsonl")])
+    predicted = {row["user"]: row for row in map(json.loads, (tmp_path / "p.jsonl").read_text().splitlines())}
+    server = Recommender.load(run)  # the run folder alone: its config, its best checkpoint, the stage-1 file
+    history = [server.data.item_ids[i - 1] for i in server.data.sequence(0)]
+    assert len(predicted) == 600
+    assert server.recommend([history])[0].items == predicted[server.data.user_ids[0]]["items"]

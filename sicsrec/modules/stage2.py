@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import AttributeDict, rank_zero_info
 from torch import nn
 
+from sicsrec.compat import attached_trainer
 from sicsrec.errors import ConfigError
 from sicsrec.evaluation import Protocol
 from sicsrec.modules.base import RENAMED, RecommenderModule, check_finite, renamed_hparams
@@ -52,6 +54,21 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def locate_stage1(given: str | None, stage2_checkpoint: str | Path, record: dict) -> str | None:
+    """The stage-1 file a stage-2 checkpoint was trained on, from any working directory: ``given``
+    (the config's path) if it holds that file (same SHA-256), else the path stored relative to the
+    stage-2 checkpoint's folder, else the absolute and the original paths; ``given`` when none does
+    (the model then names the problem)."""
+    folder = Path(stage2_checkpoint).parent
+    relative = record.get("from_checkpoint_folder")
+    candidates = [given, folder / relative if relative else None, record.get("absolute"), record.get("path")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            if record.get("sha256") in (None, file_sha256(candidate)):
+                return str(candidate)
+    return given
 
 
 def upgraded_key(key: str) -> str:
@@ -316,8 +333,14 @@ class Stage2Module(FeatureTable, RecommenderModule):
         keep = self.trained_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         if self.hparams.stage1_checkpoint is not None:
+            stage1 = Path(self.hparams.stage1_checkpoint).resolve()
+            trainer = attached_trainer(self)
+            folder = getattr(getattr(trainer, "checkpoint_callback", None), "dirpath", None)
             checkpoint["stage1_checkpoint"] = {
                 "path": str(self.hparams.stage1_checkpoint),
+                "absolute": str(stage1),
+                # found again after the run folder moves (runs/ copied elsewhere, another machine)
+                "from_checkpoint_folder": os.path.relpath(stage1, Path(folder).resolve()) if folder else None,
                 "sha256": self.hparams.stage1_sha256,
             }
 
