@@ -15,6 +15,14 @@ THREADS = min(2, os.cpu_count() or 1)
 torch.set_num_threads(THREADS)
 
 
+# A random-weight one-layer MiniLM: fast content features and alignment runs in tests.
+TINY_TEXT_ENCODER = {
+    "model": "minilm",
+    "random_init": True,
+    "config_overrides": {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 32, "num_attention_heads": 2},
+}
+
+
 @contextmanager
 def one_thread():
     torch.set_num_threads(1)
@@ -60,10 +68,6 @@ def features(generated, tmp_path_factory) -> Path:
     from sicsrec.content.featurize import featurize
 
     out = tmp_path_factory.mktemp("features")
-    text = TextEncoder(
-        model="minilm",
-        random_init=True,
-        config_overrides={"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 32, "num_attention_heads": 2},
-    )
+    text = TextEncoder(**TINY_TEXT_ENCODER)
     featurize(str(generated), text=text, out=str(out))
     return out / "features.json"

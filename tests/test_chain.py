@@ -6,21 +6,9 @@ from pathlib import Path
 import yaml
 
 from sicsrec.chain import STAMP, Chain
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY_TEXT_ENCODER
 
-TINY_TEXT = {
-    "class_path": "sicsrec.content.encoders.TextEncoder",
-    "init_args": {
-        "model": "minilm",
-        "random_init": True,
-        "config_overrides": {
-            "num_hidden_layers": 1,
-            "hidden_size": 32,
-            "intermediate_size": 32,
-            "num_attention_heads": 2,
-        },
-    },
-}
+TINY_TEXT = {"class_path": "sicsrec.content.encoders.TextEncoder", "init_args": TINY_TEXT_ENCODER}
 
 
 def tiny_folder(tmp_path: Path, root: Path) -> Path:

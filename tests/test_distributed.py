@@ -13,7 +13,7 @@ import yaml
 
 from sicsrec.data.batching import LengthGroupedBatchSampler
 from sicsrec.nn.losses import content_contrastive, info_nce
-from tests.conftest import one_thread
+from tests.conftest import TINY_TEXT_ENCODER, one_thread
 
 TINY = {"hidden_size": 16, "inner_size": 16, "num_layers": 1, "dropout": 0.1, "attn_dropout": 0.1}
 
@@ -223,19 +223,7 @@ def test_alignment_trains_on_two_processes(generated, tmp_path):
     from sicsrec.data import prepare
 
     construct_pairs(prepare(generated), EmbeddingJudge(), tmp_path / "pairs", progress=False)
-    text = {
-        "class_path": "sicsrec.content.encoders.TextEncoder",
-        "init_args": {
-            "model": "minilm",
-            "random_init": True,
-            "config_overrides": {
-                "num_hidden_layers": 1,
-                "hidden_size": 32,
-                "intermediate_size": 32,
-                "num_attention_heads": 2,
-            },
-        },
-    }
+    text = {"class_path": "sicsrec.content.encoders.TextEncoder", "init_args": TINY_TEXT_ENCODER}
     image = {
         "class_path": "sicsrec.content.encoders.ImageEncoder",
         "init_args": {"model": "test_efficientnet", "weights": None, "random_init": True, "image_size": 32},
