@@ -118,3 +118,25 @@ def test_sicsrec_fit_trains_through_the_datasets_reader(tables, tmp_path, capsys
     report = json.loads(next((tmp_path / "runs").rglob("metrics.json")).read_text())
     assert report["dataset"] == "hf" and report["test/hr@10"] > 0
     assert report["data_key"] == prepare(hf, HFDatasetFormat(image_column="cover")).key
+
+
+def test_a_hub_name_is_loaded_with_load_dataset_and_keyed_by_its_cached_files(tables, monkeypatch, tmp_path):
+    """No hub here: ``datasets.load_dataset`` is replaced by the saved DatasetDict it would return
+    (as the hub's cached Arrow files), to check what the reader does with it."""
+    import datasets
+
+    _, _, hf = tables
+    asked = []
+
+    def load_dataset(name, revision=None):
+        asked.append((name, revision))
+        return datasets.load_from_disk(str(hf))
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    reader = HFDatasetFormat(image_column="cover", hub_name="team/shop-events", revision="v1")
+    from_hub = prepare(tmp_path / "not-a-folder", reader)
+    from_disk = prepare(hf, HFDatasetFormat(image_column="cover"))
+    assert asked and set(asked) == {("team/shop-events", "v1")}
+    assert from_hub.name == "shop-events" and from_hub.user_ids == from_disk.user_ids
+    assert np.array_equal(from_hub.items, from_disk.items)
+    assert all(path.suffix == ".arrow" for path in reader.source_files(tmp_path))
