@@ -141,9 +141,8 @@ class Recommender:
         for batch in self.datamodule.history_loader([looked_up[k][0] for k in asked]):
             users = self.model.user_vectors(batch)
             scores = item_scores(users, self.item_vectors, *self.scoring)
-            for row, key, (items, values) in zip(
-                range(len(users)), batch["user"].tolist(), top_items(scores, batch["history"], top_k, exclude_seen)
-            ):
+            top = top_items(scores, batch["history"], top_k, exclude_seen)
+            for row, (key, (items, values)) in enumerate(zip(batch["user"].tolist(), top)):
                 result = out[asked[key]]
                 result.items = [self.data.item_ids[i - 1] for i in items]
                 result.scores = [round(v, 6) for v in values]

@@ -437,13 +437,13 @@ class HFDatasetFormat(CatalogueFormat):
             elif column == self.time_column:
                 ok = isinstance(kind, datasets.Value) and not kind.dtype.startswith(("bool", "binary", "timestamp"))
                 expected = "numbers (or numeric strings)"
-            else:
+            elif column in self.title_columns.values():
+                ok, expected = isinstance(kind, datasets.Value) and "string" in kind.dtype, "strings"
+            else:  # user and item ids
                 ok = isinstance(kind, datasets.Value) and kind.dtype.startswith(
                     ("int", "uint", "string", "large_string")
                 )
-                expected = "strings or integers" if column != self.item_id_column else "strings or integers (item ids)"
-                if column in self.title_columns.values():
-                    ok, expected = isinstance(kind, datasets.Value) and "string" in kind.dtype, "strings"
+                expected = "strings or integers"
             if not ok:
                 raise DataError(where, f"column {column!r} holds {kind}, expected {expected}")
         if self.image_column in columns:
