@@ -304,10 +304,11 @@ def package_versions() -> dict[str, str]:
 
 
 def _bucket(key: str) -> str | None:
-    """The warm/cold bucket a metric key belongs to (``test/cold/hr@10`` → ``cold``), if any."""
-    from sicsrec.evaluation import TARGET_BUCKETS
+    """The warm/cold bucket or held-out group a metric key belongs to (``test/cold/hr@10`` →
+    ``cold``), if any."""
+    from sicsrec.evaluation import HELD_OUT_GROUPS, TARGET_BUCKETS
 
-    return next((part for part in key.split("/")[1:-1] if part in TARGET_BUCKETS), None)
+    return next((part for part in key.split("/")[1:-1] if part in (*TARGET_BUCKETS, *HELD_OUT_GROUPS)), None)
 
 
 def metrics_rows(metrics: dict[str, float], prefix: str = "test") -> list[list]:
@@ -326,8 +327,8 @@ def metrics_rows(metrics: dict[str, float], prefix: str = "test") -> list[list]:
 def format_metrics_table(metrics: dict[str, float], prefix: str = "test") -> str:
     """HR and NDCG at each K as a small table (values ×100), then MRR; one column pair per view
     (``test/hr@10`` or, for stage 1, ``test/id/hr@10`` and ``test/content/hr@10``); then HR@10 and
-    NDCG@10 by warm/cold bucket of the target, with its users."""
-    from sicsrec.evaluation import TARGET_BUCKETS
+    NDCG@10 by warm/cold bucket of the target (and held-out group), with its users."""
+    from sicsrec.evaluation import HELD_OUT_GROUPS, TARGET_BUCKETS
 
     buckets = {k: v for k, v in metrics.items() if _bucket(k)}
     metrics = {k: v for k, v in metrics.items() if k not in buckets}
@@ -358,15 +359,16 @@ def format_metrics_table(metrics: dict[str, float], prefix: str = "test") -> str
         + " ".join(f"{100 * metrics.get(f'{tag[v]}mrr', float('nan')):12.2f}" + " " * 14 for v in views).rstrip()
     )
     for view in views:
-        names = [b for b in TARGET_BUCKETS if f"{tag[view]}{b}/users" in buckets]
-        if names:
-            cells = ", ".join(
-                f"{b} {100 * buckets.get(f'{tag[view]}{b}/hr@10', float('nan')):.2f} / "
-                f"{100 * buckets.get(f'{tag[view]}{b}/ndcg@10', float('nan')):.2f} "
-                f"({buckets[f'{tag[view]}{b}/users']:.0f} users)"
-                for b in names
-            )
-            lines.append(f"{(view + ' ') if view else ''}HR@10 / NDCG@10 by target's training occurrences: {cells}")
+        for groups, what in ((TARGET_BUCKETS, "target's training occurrences"), (HELD_OUT_GROUPS, "held-out target")):
+            names = [b for b in groups if f"{tag[view]}{b}/users" in buckets]
+            if names:
+                cells = ", ".join(
+                    f"{b} {100 * buckets.get(f'{tag[view]}{b}/hr@10', float('nan')):.2f} / "
+                    f"{100 * buckets.get(f'{tag[view]}{b}/ndcg@10', float('nan')):.2f} "
+                    f"({buckets[f'{tag[view]}{b}/users']:.0f} users)"
+                    for b in names
+                )
+                lines.append(f"{(view + ' ') if view else ''}HR@10 / NDCG@10 by {what}: {cells}")
     return "\n".join(lines)
 
 

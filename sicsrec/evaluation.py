@@ -24,6 +24,8 @@ __all__ = [
 # Targets by their number of occurrences in all users' training parts: an ID model can only score
 # an item it has seen, and leave-one-out test targets are colder than validation targets.
 TARGET_BUCKETS = {"cold": (0, 0), "rare": (1, 4), "warm": (5, None)}
+# Under the cold-start protocol (``cold_items``): users whose target is a held-out item, and the rest.
+HELD_OUT_GROUPS = ("held_out", "rest")
 
 
 class RankingMetrics(Metric):
@@ -32,7 +34,8 @@ class RankingMetrics(Metric):
     A user seen twice (a DDP sampler pads by repeating samples) has the same rank both times,
     so de-duplicating by user makes the result equal to one device's. Given each target's training
     occurrences, ``compute`` also reports HR@10, NDCG@10 and the user count per ``TARGET_BUCKETS``
-    bucket (``cold/hr@10`` …; an empty bucket reports only ``cold/users = 0``).
+    bucket (``cold/hr@10`` …; an empty bucket reports only ``cold/users = 0``); given which targets
+    are held-out items of the cold-start protocol, the same for ``held_out`` and ``rest``.
     """
 
     full_state_update = False
@@ -43,6 +46,7 @@ class RankingMetrics(Metric):
         self.add_state("users", default=[], dist_reduce_fx="cat")
         self.add_state("ranks", default=[], dist_reduce_fx="cat")
         self.add_state("occurrences", default=[], dist_reduce_fx="cat")
+        self.add_state("held_out", default=[], dist_reduce_fx="cat")
 
     def update(
         self,
@@ -51,33 +55,41 @@ class RankingMetrics(Metric):
         targets: torch.Tensor,
         history: torch.Tensor | None = None,
         occurrences: torch.Tensor | None = None,
+        held_out: torch.Tensor | None = None,
     ) -> None:
         mask = history if self.protocol == "ninerec" else None
         self.users.append(users)
         self.ranks.append(target_ranks(scores, targets, mask))
         self.occurrences.append(torch.full_like(users, -1) if occurrences is None else occurrences)
+        self.held_out.append(torch.full_like(users, -1) if held_out is None else held_out)
 
-    def unique_ranks(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each user's rank once, and its target's training occurrences (-1: not given)."""
-        users, ranks, occurrences = (
-            torch.cat(s) if isinstance(s, list) else s for s in (self.users, self.ranks, self.occurrences)
+    def unique_ranks(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each user's rank once, its target's training occurrences and whether the target is a
+        held-out item (-1: not given)."""
+        users, ranks, occurrences, held_out = (
+            torch.cat(s) if isinstance(s, list) else s
+            for s in (self.users, self.ranks, self.occurrences, self.held_out)
         )
         order = torch.argsort(users, stable=True)
-        users, ranks, occurrences = users[order], ranks[order], occurrences[order]
+        users = users[order]
         first = torch.ones_like(users, dtype=torch.bool)
         first[1:] = users[1:] != users[:-1]
-        return ranks[first], occurrences[first]
+        return ranks[order][first], occurrences[order][first], held_out[order][first]
 
     def compute(self) -> dict[str, float]:
-        ranks, occurrences = self.unique_ranks()
+        ranks, occurrences, held_out = self.unique_ranks()
         out = {**metrics_from_ranks(ranks, self.ks), "users": float(ranks.numel())}
+        groups = {}
         if len(occurrences) and bool((occurrences >= 0).all()):
             for name, (low, high) in TARGET_BUCKETS.items():
-                inside = (occurrences >= low) & (occurrences <= (high if high is not None else occurrences.max()))
-                out[f"{name}/users"] = float(inside.sum())
-                if inside.any():
-                    part = metrics_from_ranks(ranks[inside], (10,))
-                    out.update({f"{name}/hr@10": part["hr@10"], f"{name}/ndcg@10": part["ndcg@10"]})
+                groups[name] = (occurrences >= low) & (occurrences <= (high if high is not None else occurrences.max()))
+        if len(held_out) and bool((held_out >= 0).all()):
+            groups.update(held_out=held_out == 1, rest=held_out == 0)
+        for name, inside in groups.items():
+            out[f"{name}/users"] = float(inside.sum())
+            if inside.any():
+                part = metrics_from_ranks(ranks[inside], (10,))
+                out.update({f"{name}/hr@10": part["hr@10"], f"{name}/ndcg@10": part["ndcg@10"]})
         return out
 
 
@@ -86,7 +98,14 @@ def evaluate(score_fn, loader, protocol: Protocol = "recbole", ks=DEFAULT_KS) ->
     """Metrics of ``score_fn(batch) -> (B, num_items + 1)`` over an evaluation loader."""
     metric = RankingMetrics(ks, protocol)
     for batch in loader:
-        metric.update(batch["user"], score_fn(batch), batch["target"], batch["history"], batch.get("occurrences"))
+        metric.update(
+            batch["user"],
+            score_fn(batch),
+            batch["target"],
+            batch["history"],
+            batch.get("occurrences"),
+            batch.get("held_out"),
+        )
     return metric.compute()
 
 

@@ -16,7 +16,7 @@ import re
 import statistics
 from pathlib import Path
 
-from sicsrec.evaluation import TARGET_BUCKETS
+from sicsrec.evaluation import HELD_OUT_GROUPS, TARGET_BUCKETS
 from sicsrec.io import atomic_path
 
 KS = (5, 10, 20)
@@ -28,7 +28,8 @@ BUCKETS = tuple(TARGET_BUCKETS)  # cold 0, rare 1–4, warm ≥ 5 training occur
 
 
 def _views(report: dict) -> list[str]:
-    views = {k.split("/")[1] for k in report if k.startswith("test/") and k.count("/") == 2} - set(BUCKETS)
+    views = {k.split("/")[1] for k in report if k.startswith("test/") and k.count("/") == 2}
+    views -= {*BUCKETS, *HELD_OUT_GROUPS}
     return sorted(views) or [""]
 
 

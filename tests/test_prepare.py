@@ -42,9 +42,10 @@ def test_leave_one_out_split():
     dm = SequenceDataModule(str(ninerec("Bili_Food")), max_len=3)
     dm.setup("fit")
     seq = dm.sequences[0]
-    user, inp, target, history, _ = dm.valid_set[0]
+    user, inp, target, history, *_ = dm.valid_set[0]
     assert user == 0 and target == seq[-2] and list(history) == list(seq[:-2]) and list(inp) == list(seq[:-2][-3:])
-    _, inp, target, history, occurrences = dm.test_set[0]
+    _, inp, target, history, occurrences, held_out = dm.test_set[0]
+    assert held_out == -1  # the cold-start protocol is off
     assert target == seq[-1] and list(history) == list(seq[:-1]) and list(inp) == list(seq[:-1][-3:])
     assert occurrences == sum(int((s[:-2] == target).sum()) for s in dm.sequences)  # in all training parts
     # every training target comes from training parts only

@@ -15,8 +15,10 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from sicsrec.content.judges import EmbeddingJudge, Judge, Request, parse_answer
-from sicsrec.data.prepare import PreparedData, prepare
+from sicsrec.data.prepare import PreparedData, prepare, without_items
 from sicsrec.errors import ConfigError
 from sicsrec.io import atomic_path, write_json_atomic
 
@@ -24,12 +26,17 @@ log = logging.getLogger(__name__)
 STATUSES = ("chosen", "none", "invalid", "outside", "failed")
 
 
-def build_requests(data: PreparedData, text_column: str, max_candidates: int) -> tuple[list[Request], int]:
-    """One request per user with at least one earlier training item; the count of users without."""
+def build_requests(
+    data: PreparedData, text_column: str, max_candidates: int, held_out: np.ndarray | None = None
+) -> tuple[list[Request], int]:
+    """One request per user with at least one earlier training item; the count of users without.
+    ``held_out``: the cold-start protocol's items, deleted from the training parts first."""
     titles = data.titles_in(text_column)
     requests, without = [], 0
+    held_out = np.zeros(0, dtype=np.int64) if held_out is None else held_out
+    parts = without_items([data.sequence(u)[:-2] for u in range(data.num_users)], held_out)
     for u in range(data.num_users):
-        train = data.sequence(u)[:-2]
+        train = parts[u]
         if len(train) < 2:
             without += 1
             continue
@@ -76,15 +83,18 @@ def construct_pairs(
     max_candidates: int = 20,
     chunk: int = 64,
     progress: bool = True,
+    held_out: np.ndarray | None = None,
 ) -> dict:
     from tqdm.auto import tqdm
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data.titles_in(text_column)
-    requests, without = build_requests(data, text_column, max_candidates)
+    requests, without = build_requests(data, text_column, max_candidates, held_out)
     log_path = out / "judgements.jsonl"
     setting = {"data_key": data.key, "text_column": text_column, "max_candidates": max_candidates, **judge.describe()}
+    if held_out is not None and len(held_out):  # another protocol: its judgements are not these
+        setting["held_out_items"] = [int(i) for i in held_out]
     setting_path = out / "judgements.setting.json"
     if log_path.is_file() and log_path.stat().st_size:
         before = json.loads(setting_path.read_text()) if setting_path.is_file() else None
@@ -159,6 +169,8 @@ def run_pairs(
     chunk: int = 64,
     min_seq_len: int = 3,
     cache_dir: str | None = None,
+    cold_items: float = 0.0,
+    cold_seed: int = 0,
 ) -> dict:
     """Judge one pair per user and write ``pairs.jsonl`` + ``pairs_report.json`` under ``out``.
 
@@ -171,8 +183,13 @@ def run_pairs(
         chunk: users judged between two syncs of the judgement log.
         min_seq_len: as in data preparation.
         cache_dir: cache folder.
+        cold_items, cold_seed: the cold-start protocol (as in the sequence DataModule): its
+            held-out items are deleted from the training parts first, so no pair holds them.
     """
     data = prepare(root, None, min_seq_len, False, cache_dir)
-    report = construct_pairs(data, judge or EmbeddingJudge(), out, text_column, max_candidates, chunk)
+    held_out = data.cold_start_items(cold_items, cold_seed)
+    report = construct_pairs(
+        data, judge or EmbeddingJudge(), out, text_column, max_candidates, chunk, held_out=held_out
+    )
     print(json.dumps(report, indent=2, ensure_ascii=False))
     return report

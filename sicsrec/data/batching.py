@@ -108,13 +108,14 @@ def as_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def collate_eval(samples) -> dict[str, torch.Tensor]:
     """Eval samples are (user index, input, target, full history before the target, the target's
-    occurrences in the training parts)."""
+    occurrences in the training parts, whether it is a held-out item of the cold-start protocol)."""
     return {
         "user": torch.tensor([s[0] for s in samples], dtype=torch.long),
         "input": pad([s[1] for s in samples]),
         "target": torch.tensor([s[2] for s in samples], dtype=torch.long),
         "history": pad([s[3] for s in samples]),
         "occurrences": torch.tensor([s[4] for s in samples], dtype=torch.long),
+        "held_out": torch.tensor([s[5] for s in samples], dtype=torch.long),
     }
 
 

@@ -22,7 +22,7 @@ from sicsrec.data.batching import (
     training_samples,
 )
 from sicsrec.data.formats import Reader
-from sicsrec.data.prepare import PreparedData, prepare
+from sicsrec.data.prepare import PreparedData, prepare, without_items
 
 
 class SequenceDataModule(L.LightningDataModule):
@@ -53,6 +53,11 @@ class SequenceDataModule(L.LightningDataModule):
             (2,000 users, 300 items, seed 0; see ``sicsrec data generate`` for other sizes).
         features: ``features.json`` written by ``sicsrec features`` (content models need it).
         modalities: which of its modalities to use (default: all it has).
+        cold_items: the cold-start protocol: this share of the items that occur in training parts
+            is deleted from every user's training part (never an input or target in training);
+            validation and test rows keep them, and their metrics are also reported for the users
+            whose target is such an item (``held_out/…``) and for the rest (``rest/…``). 0: off.
+        cold_seed: seed of the held-out items (the same for every step and training seed).
     """
 
     def __init__(
@@ -74,9 +79,12 @@ class SequenceDataModule(L.LightningDataModule):
         generate_if_missing: bool = False,
         features: str | None = None,
         modalities: list[str] | None = None,
+        cold_items: float = 0.0,
+        cold_seed: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["reader"])
+        self.cold_items, self.cold_seed = cold_items, cold_seed
         self.features_manifest, self.modalities = features, modalities
         self.root, self.reader = Path(root), reader
         self.max_len, self.train_targets, self.window_stride = max_len, train_targets, window_stride
@@ -148,12 +156,18 @@ class SequenceDataModule(L.LightningDataModule):
         return seqs
 
     @cached_property
+    def held_out_items(self) -> np.ndarray:
+        """The cold-start protocol's items (``cold_items``; empty when it is off)."""
+        return self.data.cold_start_items(self.cold_items, self.cold_seed)
+
+    @cached_property
     def train_parts(self) -> list[np.ndarray]:
-        return [s[:-2] for s in self.sequences]
+        return without_items([s[:-2] for s in self.sequences], self.held_out_items)
 
     def eval_samples(self, split: str) -> list:
         """One sample per user: (user, last ``max_len`` items before the target, target, history,
-        the target's number of occurrences in all users' training parts — what makes it warm or cold).
+        the target's number of occurrences in all users' training parts — what makes it warm or cold —,
+        and whether the target is a held-out item of the cold-start protocol: 1 or 0; -1 when it is off).
 
         ``predict`` uses the whole sequence as history (target 0: there is none).
         """
@@ -161,17 +175,19 @@ class SequenceDataModule(L.LightningDataModule):
             return self.history_samples(self.sequences)
         cut = 2 if split == "valid" else 1
         occurrences = self.train_item_counts().numpy()
+        held = set(self.held_out_items.tolist())
         out = []
         for user, s in enumerate(self.sequences):
             history, target = s[: len(s) - cut], int(s[len(s) - cut])
-            out.append((user, history[-self.max_len :], target, history, int(occurrences[target])))
+            held_out = int(target in held) if self.cold_items > 0 else -1
+            out.append((user, history[-self.max_len :], target, history, int(occurrences[target]), held_out))
         return out
 
     def history_samples(self, histories: list[np.ndarray]) -> list:
         """Samples that ask for the next item after each whole history (internal ids): its last
         ``max_len`` items are the model input, all of them the seen items. ``predict`` and
         ``recommend`` both rank from these."""
-        return [(key, h[-self.max_len :], 0, h, 0) for key, h in enumerate(histories)]
+        return [(key, h[-self.max_len :], 0, h, 0, -1) for key, h in enumerate(histories)]
 
     def history_loader(self, histories: list[np.ndarray]) -> DataLoader:
         """``predict``'s loader over any histories; each batch's ``user`` is the history's index."""
@@ -299,6 +315,8 @@ class AlignDataModule(L.LightningDataModule):
         cache_dir: cache folder.
         seed: seed of the held-out split and the batch order; ``null`` uses ``seed_everything``.
         num_workers: DataLoader workers (covers are read in them).
+        cold_items, cold_seed: the cold-start protocol's held-out items (as in
+            ``SequenceDataModule``): no training pair touches them.
     """
 
     def __init__(
@@ -313,8 +331,11 @@ class AlignDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         seed: int | None = None,
         num_workers: int = 0,
+        cold_items: float = 0.0,
+        cold_seed: int = 0,
     ):
         super().__init__()
+        self.cold_items, self.cold_seed = cold_items, cold_seed
         self.root, self.pairs_path, self.text_column, self.use_images = Path(root), Path(pairs), text_column, use_images
         self.batch_size, self.holdout_items, self.min_seq_len = batch_size, holdout_items, min_seq_len
         self.cache_dir, self.seed, self.num_workers = cache_dir, seed, num_workers
@@ -363,10 +384,14 @@ class AlignDataModule(L.LightningDataModule):
         rng = np.random.default_rng(seed)
         held = np.zeros(self.data.num_items + 1, dtype=bool)
         held[1 + rng.permutation(self.data.num_items)[: int(round(self.holdout_items * self.data.num_items))]] = True
+        cold = np.zeros_like(held)
+        cold[self.data.cold_start_items(self.cold_items, self.cold_seed)] = True
         touches = held[self.pairs[:, 0]] | held[self.pairs[:, 1]]
-        self.train_pairs, self.valid_pairs = self.pairs[~touches], self.pairs[held[self.pairs[:, 0]]]
-        self.held_items = np.flatnonzero(held)
-        self.train_items = np.flatnonzero(~held)[1:]  # without padding
+        never = cold[self.pairs[:, 0]] | cold[self.pairs[:, 1]]  # the cold-start protocol's items
+        self.train_pairs = self.pairs[~touches & ~never]
+        self.valid_pairs = self.pairs[held[self.pairs[:, 0]] & ~never]
+        self.held_items = np.flatnonzero(held & ~cold)
+        self.train_items = np.flatnonzero(~held & ~cold)[1:]  # without padding
         self.batch_seed = seed
 
     def _title(self, item: int) -> str:

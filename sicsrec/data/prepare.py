@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from sicsrec.data.formats import RawDataset, Reader, detect_reader
-from sicsrec.errors import DataError
+from sicsrec.errors import ConfigError, DataError
 from sicsrec.io import atomic_path, cache_root, hash_files
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,19 @@ class PreparedData:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def cold_start_items(self, share: float, seed: int = 0) -> np.ndarray:
+        """The cold-start protocol's held-out items (internal ids, sorted): ``share`` of the items
+        that occur in some user's training part (all but the last two items), drawn uniformly at
+        random with ``seed``. Every step deletes them from the training parts (``without_items``),
+        so training never sees them; validation and test rows keep them."""
+        if not 0.0 <= share < 1.0:
+            raise ConfigError(f"cold_items is {share}: expected a share of the items in [0, 1)")
+        if share == 0.0:
+            return np.zeros(0, dtype=self.items.dtype)
+        occurring = np.unique(np.concatenate([self.sequence(u)[:-2] for u in range(self.num_users)]))
+        chosen = np.random.default_rng(seed).choice(occurring, int(round(share * len(occurring))), replace=False)
+        return np.sort(chosen)
+
     def save(self, path: Path) -> None:
         meta = {k: getattr(self, k) for k in ("name", "key", "item_ids", "user_ids", "titles", "images", "stats")}
         with atomic_path(path) as tmp:
@@ -71,6 +84,13 @@ class PreparedData:
             raise DataError(
                 path, f"prepared-data cache is unreadable ({err})", hint="delete it and run again"
             ) from None
+
+
+def without_items(parts: list[np.ndarray], items: np.ndarray) -> list[np.ndarray]:
+    """``parts`` (training parts) with every occurrence of ``items`` deleted (order kept)."""
+    if len(items) == 0:
+        return parts
+    return [part[~np.isin(part, items)] for part in parts]
 
 
 def build(raw: RawDataset, key: str, min_seq_len: int = 3, drop_consecutive_duplicates: bool = False) -> PreparedData:

@@ -176,7 +176,8 @@ class RecommenderModule(L.LightningModule):
 
     def _update(self, metrics: nn.ModuleDict, batch: dict) -> None:
         for view, scores in self.scores(batch).items():
-            metrics[view].update(batch["user"], scores, batch["target"], batch["history"], batch.get("occurrences"))
+            given = batch.get("occurrences"), batch.get("held_out")
+            metrics[view].update(batch["user"], scores, batch["target"], batch["history"], *given)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._update(self.valid_metrics, batch)

@@ -4,8 +4,15 @@ The two encoders' Transformer blocks are frozen and peft LoRA adapters are injec
 attention and feed-forward linears; the adapters train together with the decoder (causal
 cross-attention: ID queries, content keys/values) and the fusion of the three last-position
 states — and, in the method head, with the parts that carry item information (ID item table,
-position tables, embedding LayerNorms, content projections). Loss: cross-entropy over all items
-+ α · content-aware contrastive loss on the user vector (see ``head``).
+position tables, embedding LayerNorms, content projections). Loss: cross-entropy over the items
+(with ``unseen_negatives: false``: that occur in training) + α · content-aware contrastive loss
+on the user vector (see ``head``).
+
+An item no user's training part holds (a new upload, a held-out item) has an ID row that training
+never fitted: with ``item_content`` the method head scores it through its content, and with
+``unseen_negatives: false`` it is no negative of the training softmax, so training does not learn
+to bury it. Both are off in the shipped configs: on Bili_Food they did not yet rank cold targets
+(docs/results.md §8).
 
 A stage-2 checkpoint holds only what stage 2 trained, and names its stage-1 checkpoint by path
 and SHA-256; loading it rebuilds the stage-1 model from that file first (and refuses another one).
@@ -128,6 +135,13 @@ class Stage2Module(FeatureTable, RecommenderModule):
         ``ensemble`` (a baseline): ``[ID part ; content part]`` scored against
         ``[ID table ; content table]``, starting from the sum of both stage-1 encoders' scores; only
         LoRA, decoder and fusion train, the contrastive term acts on the content part.
+    item_content: method head: an item's vector is its ID row plus a learned linear map of its
+        content vector (zero at the start); an item with no training occurrence is scored by the
+        mapped content alone. ``false``: ID rows only.
+    id_row_dropout: share of items whose ID row is left out in a training step (scored through
+        content alone, as a never-seen item is), so the content map learns to rank on its own.
+    unseen_negatives: items with no training occurrence are negatives of the training softmax
+        (as in stage 1); ``false``: they are left out of it (their scores are -inf in training).
     contrastive_weight: weight of the content-aware contrastive loss (α of the paper).
     content_temperature: τ of the contrastive loss (content-vector similarities, as in stage 1).
     use_decoder, use_contrastive: ablation switches.
@@ -151,6 +165,9 @@ class Stage2Module(FeatureTable, RecommenderModule):
         decoder_attn_dropout: float = 0.5,
         item_dropout: float | None = None,
         head: Literal["method", "ensemble"] = "method",
+        item_content: bool = False,
+        id_row_dropout: float = 0.1,
+        unseen_negatives: bool = True,
         contrastive_weight: float = 0.2,
         content_temperature: float = 0.05,
         use_decoder: bool = True,
@@ -165,6 +182,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
         super().__init__(protocol, optimizer, scheduler)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.stage1_hparams = self.network = None
+        self.register_buffer("seen_items", None, persistent=False)  # set from the data (bind_features)
         if num_items is not None and max_len is not None and feature_dims is not None:
             self.build()
 
@@ -210,7 +228,20 @@ class Stage2Module(FeatureTable, RecommenderModule):
             (1.0, 1.0 / s.content_temperature) if h.head == "ensemble" else None,
         )
         item_dropout = s.item_dropout if h.item_dropout is None else h.item_dropout
-        self.network = SICSRecNetwork(id_encoder, content_encoder, decoder, fusion, h.head, item_dropout)
+        content_to_items = None
+        if h.head == "method" and h.item_content:
+            content_to_items = nn.Linear(s.hidden_size, s.hidden_size, bias=False)
+            nn.init.zeros_(content_to_items.weight)  # the start is the stage-1 ID encoder on seen items
+        self.network = SICSRecNetwork(
+            id_encoder,
+            content_encoder,
+            decoder,
+            fusion,
+            h.head,
+            item_dropout,
+            content_to_items,
+            h.id_row_dropout,
+        )
 
     def _pretrained_encoders(self) -> tuple[AttributeDict, nn.Module, nn.Module]:
         h = self.hparams
@@ -256,6 +287,11 @@ class Stage2Module(FeatureTable, RecommenderModule):
             raise ConfigError(f"model.encoders: {sorted(unknown)} are not Stage1Module arguments")
         return (s, *build_encoders(s))
 
+    def bind_features(self, datamodule) -> None:
+        super().bind_features(datamodule)
+        # which items occur in some user's training part: data, like the features
+        self.seen_items = datamodule.train_item_counts().to(self.device) > 0
+
     def networks(self) -> list:
         net = self.network
         return [n for n in (net.id_encoder, net.content_encoder, net.decoder, net.fusion) if n is not None]
@@ -293,10 +329,10 @@ class Stage2Module(FeatureTable, RecommenderModule):
         return ("dot", 1.0) if self.hparams.head == "ensemble" else (s.scoring, s.id_temperature)
 
     def score_items(self, users: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-        return item_scores(users, self.network.item_table(content), *self.scoring())
+        return item_scores(users, self.network.item_table(content, self.seen_items), *self.scoring())
 
     def item_vectors(self) -> torch.Tensor:
-        return self.network.item_table(self.content_table(self.network.content_encoder))
+        return self.network.item_table(self.content_table(self.network.content_encoder), self.seen_items)
 
     def user_vectors(self, batch: dict) -> torch.Tensor:
         return self.network(batch["input"], self.content_table(self.network.content_encoder))
@@ -310,9 +346,12 @@ class Stage2Module(FeatureTable, RecommenderModule):
         targets = batch["target"][mask]
         content = self.content_table(self.network.content_encoder)
         users = self.network(batch["input"], content, all_positions=True)[mask]
+        scores = self.score_items(users, content)
+        if not h.unseen_negatives and self.seen_items is not None:
+            scores = scores.masked_fill(~self.seen_items, float("-inf"))  # targets are always seen
         losses = stage2_objective(
             targets,
-            self.score_items(users, content),
+            scores,
             self.network.content_part(users) if h.use_contrastive else None,
             content,
             h.contrastive_weight,
@@ -360,8 +399,11 @@ class Stage2Module(FeatureTable, RecommenderModule):
         missing = self.trained_keys() - set(state_dict)
         unexpected = set(state_dict) - {n for n, _ in self.named_parameters()}
         if strict and (missing or unexpected):
+            hint = ""
+            if missing == {"network.content_to_items.weight"}:
+                hint = " (trained without item_content: set model.init_args.item_content false)"
             raise ConfigError(
                 f"stage-2 checkpoint does not fit this model: missing {sorted(missing)[:3]}, "
-                f"unexpected {sorted(unexpected)[:3]}"
+                f"unexpected {sorted(unexpected)[:3]}{hint}"
             )
         return super().load_state_dict(state_dict, strict=False, assign=assign)

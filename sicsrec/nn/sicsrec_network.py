@@ -16,7 +16,11 @@ Head = Literal["method", "ensemble"]
 
 class SICSRecNetwork(nn.Module):
     """``head="method"``: the ID, content and decoder states are fused into one user vector in the
-    ID table's space, scored against the ID item table. ``head="ensemble"``: ``[ID part ; content
+    ID table's space, scored against the item table: each item's ID row plus, with
+    ``content_to_items``, a learned map of its content vector. An item with no training occurrence
+    (``seen`` false) has an ID row that training only ever pushed down, so it is scored through its
+    content alone; ``id_row_dropout`` drops random items' ID rows in training likewise, so that the
+    content map learns to rank an item on its own. ``head="ensemble"``: ``[ID part ; content
     part]`` scored against ``[ID table ; content table]``.
 
     Args:
@@ -26,6 +30,8 @@ class SICSRecNetwork(nn.Module):
         fusion: the fusion of the last-position states.
         head: see above.
         item_dropout: dropout on the ID item table in training.
+        content_to_items: content vector → ID-table space (method head), or None: ID rows only.
+        id_row_dropout: share of items scored through content alone in a training step.
     """
 
     def __init__(
@@ -36,16 +42,27 @@ class SICSRecNetwork(nn.Module):
         fusion: Fusion,
         head: Head = "method",
         item_dropout: float = 0.0,
+        content_to_items: nn.Module | None = None,
+        id_row_dropout: float = 0.0,
     ):
         super().__init__()
         self.id_encoder, self.content_encoder, self.decoder, self.fusion = id_encoder, content_encoder, decoder, fusion
-        self.head, self.item_dropout = head, item_dropout
+        self.content_to_items = content_to_items
+        self.head, self.item_dropout, self.id_row_dropout = head, item_dropout, id_row_dropout
 
-    def item_table(self, content: torch.Tensor) -> torch.Tensor:
-        """What user vectors are scored against: the ID item table (``ensemble``: beside the
-        content table ``content``)."""
+    def item_table(self, content: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
+        """What user vectors are scored against, given the content table ``content`` and which items
+        occur in training (``seen``, (num_items + 1,) bool; None: all): the ID item table (+ the
+        mapped content vectors), or ``[ID table ; content table]`` (``ensemble``)."""
         table = F.dropout(self.id_encoder.item_embedding.weight, self.item_dropout, self.training)
-        return torch.cat([table, content], dim=-1) if self.head == "ensemble" else table
+        if self.head == "ensemble":
+            return torch.cat([table, content], dim=-1)
+        if self.content_to_items is None:
+            return table
+        keep = torch.ones(len(table), 1, dtype=torch.bool, device=table.device) if seen is None else seen[:, None]
+        if self.training and self.id_row_dropout > 0:
+            keep = keep & (torch.rand(len(table), 1, device=table.device) >= self.id_row_dropout)
+        return table * keep + self.content_to_items(content)
 
     def forward(self, items: torch.Tensor, content: torch.Tensor, all_positions: bool = False) -> torch.Tensor:
         """User vectors: at every position (B, L, D) or each row's last real one (B, D)."""

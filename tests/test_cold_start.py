@@ -1,0 +1,139 @@
+"""The cold-start protocol (``cold_items``): held-out items never reach training, evaluation keeps them."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sicsrec.content.pairs import build_requests
+from sicsrec.data.datamodule import AlignDataModule, SequenceDataModule
+from sicsrec.errors import ConfigError
+from sicsrec.evaluation import evaluate, popularity_scorer
+
+
+def module(root, share=0.2, seed=3, **kw) -> SequenceDataModule:
+    dm = SequenceDataModule(str(root), max_len=8, batch_size=256, seed=0, cold_items=share, cold_seed=seed, **kw)
+    dm.setup("fit")
+    return dm
+
+
+def test_held_out_items_never_reach_training_and_stay_in_evaluation(generated):
+    dm = module(generated)
+    held = set(dm.held_out_items.tolist())
+    occurring = {int(i) for s in dm.sequences for i in s[:-2]}
+    assert held <= occurring and len(held) == round(0.2 * len(occurring))  # the share, among training items
+    assert set(module(generated).held_out_items.tolist()) == held  # the seed is honoured…
+    assert set(module(generated, seed=4).held_out_items.tolist()) != held  # …and it matters
+
+    seen_inputs = seen_targets = 0
+    for batch in dm.train_dataloader():  # every training sequence, every window
+        inputs, targets = batch["input"].numpy(), batch["target"].numpy()
+        assert not np.isin(inputs, list(held)).any() and not np.isin(targets, list(held)).any()
+        seen_inputs, seen_targets = seen_inputs + int((inputs > 0).sum()), seen_targets + int((targets > 0).sum())
+    kept = sum(int(np.isin(s[:-2], list(held), invert=True).sum()) for s in dm.sequences)
+    assert seen_targets == kept - sum(1 for p in dm.train_parts if len(p)) and seen_inputs >= seen_targets
+    assert int(dm.train_item_counts()[list(held)].sum()) == 0
+
+    for cut, split in ((2, "valid"), (1, "test")):
+        samples = dm.eval_samples(split)
+        assert len(samples) == len(dm.sequences)  # users whose training part emptied keep their rows
+        for (_, _, target, history, _, held_out), s in zip(samples, dm.sequences):
+            assert np.array_equal(history, s[: len(s) - cut])  # inputs keep held-out items
+            assert held_out == int(target in held)
+    assert any(s[-1] in held for s in dm.sequences)  # the test below has users in both groups
+
+
+def test_users_whose_training_part_empties_still_get_evaluated(generated):
+    dm = module(generated, share=0.9)
+    emptied = [u for u, p in enumerate(dm.train_parts) if len(p) == 0]
+    assert emptied and len(dm.eval_samples("test")) == len(dm.sequences)
+
+
+def test_held_out_and_rest_add_up_to_all_users(generated):
+    dm = module(generated)
+    dm.setup("test")
+    metrics = evaluate(popularity_scorer(dm.train_item_counts()), dm.test_dataloader())
+    held = set(dm.held_out_items.tolist())
+    assert metrics["held_out/users"] == sum(int(s[-1]) in held for s in dm.sequences) > 0
+    assert metrics["held_out/users"] + metrics["rest/users"] == metrics["users"] == len(dm.sequences)
+    # popularity never ranks an item training never saw into the top 10 of 120
+    assert metrics["held_out/hr@10"] == 0.0 and metrics["rest/hr@10"] > 0.0
+    off = module(generated, share=0.0)
+    off.setup("test")
+    assert not any(
+        k.startswith(("held_out/", "rest/"))
+        for k in evaluate(popularity_scorer(off.train_item_counts()), off.test_dataloader())
+    )
+
+
+def test_no_pair_or_alignment_batch_holds_a_held_out_item(generated, tmp_path):
+    dm = module(generated)
+    held = dm.held_out_items
+    requests, _ = build_requests(dm.data, "en", 20, held)
+    asked = {r.target for r in requests} | {c for r in requests for c in r.candidates}
+    assert asked and not asked & set(held.tolist())
+    unprotected, _ = build_requests(dm.data, "en", 20)
+    assert {r.target for r in unprotected} & set(held.tolist())  # without the protocol they would be there
+
+    # a pairs file with pairs on held-out items (as one made without the protocol has)
+    ids = dm.data.item_ids
+    rows = [{"target": ids[a - 1], "chosen": ids[b - 1]} for a, b in zip(range(1, 100), range(2, 101))]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    align = AlignDataModule(str(generated), str(path), batch_size=16, seed=0, cold_items=0.2, cold_seed=3)
+    align.setup("fit")
+    assert len(align.train_pairs) and not np.isin(align.train_pairs, held).any()
+    for batch in align.train_dataloader():
+        assert not np.isin(batch["target"].numpy(), held).any() and not np.isin(batch["chosen"].numpy(), held).any()
+    assert not np.isin(align.train_items, held).any()
+
+
+def test_a_share_outside_zero_to_one_is_refused(generated):
+    with pytest.raises(ConfigError, match="cold_items is 1.0"):
+        module(generated, share=1.0)  # setup reads the training parts
+
+
+def stage2(dm, **kw):
+    from sicsrec.modules import Stage2Module
+
+    tiny = {"hidden_size": 16, "inner_size": 16, "num_layers": 1, "num_heads": 1}
+    model = Stage2Module(None, encoders=tiny, decoder_heads=1, **kw)
+    model.bind_features(dm)
+    model.bind_data(dm.num_items, dm.max_len)
+    return model
+
+
+def test_item_content_scores_a_never_seen_item_through_its_content_only(generated, features):
+    dm = module(generated, features=str(features))
+    torch.manual_seed(0)
+    model = stage2(dm, item_content=True).eval()
+    torch.nn.init.normal_(model.network.content_to_items.weight)  # zero at the start: give it a map
+    held, seen = int(dm.held_out_items[0]), int(np.flatnonzero(dm.train_item_counts().numpy())[0])
+    before = model.item_vectors().detach()
+    with torch.no_grad():
+        model.network.id_encoder.item_embedding.weight[[held, seen]] += 1.0
+    after = model.item_vectors().detach()
+    assert torch.equal(after[held], before[held])  # its ID row plays no part…
+    assert not torch.allclose(after[seen], before[seen])  # …a seen item's does
+    with torch.no_grad():  # its content does: give it another item's features
+        model.features_text[held] = model.features_text[seen]
+        model.on_predict_epoch_start()
+    swapped = model.item_vectors().detach()
+    content = model.content_table(model.network.content_encoder)
+    assert torch.allclose(swapped[held], model.network.content_to_items(content)[held])
+    assert not torch.allclose(swapped[held], after[held])
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+@pytest.mark.parametrize("unseen_negatives", [True, False])
+def test_unseen_items_are_negatives_of_training_only_when_asked(generated, features, unseen_negatives):
+    dm = module(generated, features=str(features))
+    torch.manual_seed(0)
+    model = stage2(dm, unseen_negatives=unseen_negatives).train()
+    batch = next(iter(dm.train_dataloader()))
+    model.training_step(batch, 0).backward()
+    grad = model.network.id_encoder.item_embedding.weight.grad
+    held = torch.from_numpy(dm.held_out_items)
+    pushed = grad[held].abs().sum(1) > 0  # a negative's row is pushed away from the user vectors
+    assert bool(pushed.all()) if unseen_negatives else not bool(pushed.any())
