@@ -1,13 +1,14 @@
 """Seconds per epoch of SICSRec stage 1 and stage 2 on a real dataset, with the shipped configs.
 
-    .venv/bin/python benchmarks/stage_speed.py [--dataset bili_food] [--epochs 3] [--threads 1]
+    .venv/bin/python benchmarks/stage_speed.py [--dataset configs/data/bili_food.yaml] [--epochs 3] [--threads 1]
 
-Builds the model and data exactly as ``configs/<dataset>/stage1.yaml`` and ``stage2.yaml`` do
-(their ``init_args``), runs a few epochs of each and prints, per stage: training seconds per
-epoch, validation seconds per pass, training targets per second and peak RSS. Stage 2 starts
-from the stage-1 weights this script just trained (speed does not depend on their quality).
+Builds the model and data exactly as ``configs/stage1.yaml`` and ``stage2.yaml`` do for that
+dataset (their ``init_args``, resolved for the data file), runs a few epochs of each and prints,
+per stage: training seconds per epoch, validation seconds per pass, training targets per second
+and peak RSS. Stage 2 starts from the stage-1 weights this script just trained (speed does not
+depend on their quality).
 The first epoch is left out of the means (allocator warm-up). Needs the cached features that
-``configs/<dataset>/features.yaml`` writes.
+``configs/features.yaml`` writes for it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 import yaml
 
 from sicsrec.data import SequenceDataModule
+from sicsrec.dataset import DatasetFile
 from sicsrec.modules import Stage1Module, Stage2Module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,8 +52,8 @@ class EpochClock(L.Callback):
             self.valid.append(time.perf_counter() - self._v)
 
 
-def init_args(path: Path, section: str) -> dict:
-    args = dict(yaml.safe_load(path.read_text())[section]["init_args"])
+def init_args(dataset: DatasetFile, path: Path, section: str) -> dict:
+    args = dict(dataset.resolve(yaml.safe_load(path.read_text()))[section]["init_args"])
     args.pop("optimizer", None)  # the modules' default is the shipped Adam(lr=1e-3)
     return args
 
@@ -80,22 +82,25 @@ def mean_after_first(values: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="bili_food", help="a folder under configs/")
+    parser.add_argument("--dataset", default="configs/data/bili_food.yaml", help="a data file")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.chdir(ROOT)  # the configs' paths are relative to the repository
-    folder = ROOT / "configs" / args.dataset
-    data_args = init_args(folder / "stage1.yaml", "data")
+    dataset, folder = DatasetFile.load(args.dataset), ROOT / "configs"
+    data_args = init_args(dataset, folder / "stage1.yaml", "data")
     features = Path(data_args["features"])
     if not features.is_file():
-        raise SystemExit(f"{features} not found: run `sicsrec features --config {folder}/features.yaml` first")
+        raise SystemExit(
+            f"{features} not found: run `sicsrec features --config configs/features.yaml "
+            f"--dataset {args.dataset}` first"
+        )
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         L.seed_everything(0, verbose=False)
-        stage1 = Stage1Module(**init_args(folder / "stage1.yaml", "model"))
+        stage1 = Stage1Module(**init_args(dataset, folder / "stage1.yaml", "model"))
         data = SequenceDataModule(**data_args)
         clock = run(stage1, data, args.epochs)
         targets = int(data.train_set.sizes.sum())
@@ -104,16 +109,16 @@ def main() -> None:
 
         checkpoint = Path(tmp) / "stage1.ckpt"
         torch.save({"state_dict": stage1.state_dict(), "hyper_parameters": dict(stage1.hparams)}, checkpoint)
-        model_args = init_args(folder / "stage2.yaml", "model")
+        model_args = init_args(dataset, folder / "stage2.yaml", "model")
         model_args["stage1_checkpoint"] = str(checkpoint)
         stage2 = Stage2Module(**model_args)
-        data = SequenceDataModule(**init_args(folder / "stage2.yaml", "data"))
+        data = SequenceDataModule(**init_args(dataset, folder / "stage2.yaml", "data"))
         clock = run(stage2, data, args.epochs)
         rows.append(("stage 2 (LoRA + decoder + fusion)", clock, targets))
         rss2 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     print(
-        f"{args.dataset}, {args.epochs} epochs per stage (means leave out the first), torch threads "
+        f"{dataset.name}, {args.epochs} epochs per stage (means leave out the first), torch threads "
         f"{args.threads}, {platform.processor() or platform.machine()}, torch {torch.__version__}"
     )
     print("| stage | training s/epoch | validation s/pass | epoch total s | training targets/s | peak RSS MB |")

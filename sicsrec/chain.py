@@ -1,9 +1,12 @@
-"""``sicsrec run configs/<dataset>/``: pairs → align → features → stage 1 → stage 2, each tested.
+"""``sicsrec run DATA_FILE``: pairs → align → features → stage 1 → stage 2, each tested.
 
-Every step is the same command a user would type, run in its own process, from the folder's
-YAML files. Per seed, the stage configs are written out (seed, run folder ``<variant>seed<N>``,
-the stage-1 checkpoint of the same seed for stage 2, any ``--stage1``/``--stage2`` overrides) next
-to the run as ``<step>.run.yaml``, so a result file always sits beside exactly what produced it.
+Every step is the same command a user would type, run in its own process, with the step configs
+of ``configs/`` (which name no dataset) resolved for the data file's dataset: its facts laid in,
+and every output path computed here from its run folder (``runs/<name>/<step>/<version>``) and
+handed to the step — the seed's run folder, the stage-1 checkpoint of the same seed (or variant)
+for stage 2, the pairs for alignment, the aligned checkpoint for features, the features for the
+stages. Each resolved config is written next to its outputs as ``<step>.run.yaml``, so a result
+file always sits beside exactly what produced it.
 
 A step is skipped when its outputs exist and its stamp — a hash of its resolved config and of
 the stamps of the steps it reads — is unchanged; a changed config or upstream output reruns
@@ -24,6 +27,7 @@ from typing import Literal
 
 import yaml
 
+from sicsrec.dataset import DatasetFile
 from sicsrec.errors import ConfigError
 from sicsrec.io import write_json_atomic
 
@@ -54,45 +58,61 @@ def _digest(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _loggers(config: dict) -> list[dict]:
+    loggers = config.get("trainer", {}).get("logger") or []
+    return loggers if isinstance(loggers, list) else [loggers]
+
+
 class Chain:
-    """The steps of one config folder. ``variant`` names a set of overrides (an ablation): the
-    stages it changes run into ``<stage>/<variant>-seed<N>``, never over the full model's."""
+    """The steps of one dataset. ``variant`` names a set of stage overrides (an ablation): the
+    stages it changes run into ``<stage>/<variant>-seed<N>``, never over the full model's.
+
+    Args:
+        data_file: the dataset's data file (``configs/data/<name>.yaml``).
+        steps: folder of the step configs (``pairs.yaml`` … ``stage2.yaml``).
+        overrides: per step, ``key=value`` changes of its config.
+    """
 
     def __init__(
         self,
-        folder: str | Path,
+        data_file: str | Path,
+        steps: str | Path = "configs",
         variant: str = "",
-        stage1: list[str] | None = None,
-        stage2: list[str] | None = None,
+        overrides: dict[str, list[str]] | None = None,
         python: str = sys.executable,
     ):
-        self.folder = Path(folder)
-        if not self.folder.is_dir():
-            raise ConfigError(f"{self.folder}: not a config folder (expected pairs.yaml … stage2.yaml in it)")
+        self.dataset = DatasetFile.load(data_file)
+        self.steps = Path(steps)
+        if not self.steps.is_dir():
+            raise ConfigError(f"--steps {self.steps}: not a folder of step configs (pairs.yaml … stage2.yaml)")
         self.variant = variant
-        self.overrides = {"stage1": _parse_overrides(stage1 or []), "stage2": _parse_overrides(stage2 or [])}
+        self.overrides = {step: _parse_overrides((overrides or {}).get(step) or []) for step in STEPS}
+        shared = [step for step in ("pairs", "align", "features") if self.overrides[step]]
+        if variant and shared:
+            raise ConfigError(
+                f"--variant {variant} with --{shared[0]} overrides: the content steps' outputs are the dataset's, "
+                "shared by every variant; give those overrides without --variant"
+            )
         self.python = python
 
     def load(self, step: str) -> dict:
-        path = self.folder / f"{step}.yaml"
+        path = self.steps / f"{step}.yaml"
         if not path.is_file():
             raise ConfigError(f"{path}: missing (sicsrec run needs {', '.join(s + '.yaml' for s in STEPS)})")
         return yaml.safe_load(path.read_text())
 
-    # ---- where each step writes ---------------------------------------------------------------
+    # ---- where each step writes: computed from the data file's run folder ---------------------
     def pairs_file(self) -> Path:
-        return Path(self.load("pairs")["out"]) / "pairs.jsonl"
+        return self.dataset.pairs_file()
 
     def align_checkpoint(self) -> Path:
-        return Path(self.load("features")["align_checkpoint"])
+        return self.dataset.align_checkpoint()
 
     def features_file(self) -> Path:
-        return Path(self.load("features")["out"]) / "features.json"
+        return self.dataset.features_file()
 
     def run_dir(self, step: str, seed: int) -> Path:
-        csv = self.load(step)["trainer"]["logger"]
-        csv = csv[0] if isinstance(csv, list) else csv
-        return Path(csv["init_args"]["save_dir"]) / csv["init_args"]["name"] / self.version(step, seed)
+        return self.dataset.run_dir(step, self.version(step, seed))
 
     def version(self, step: str, seed: int) -> str:
         """``seed<N>``, or ``<variant>-seed<N>`` when the variant changes this step or stage 1
@@ -100,19 +120,35 @@ class Chain:
         changed = self.overrides["stage1"] or (step == "stage2" and self.overrides["stage2"])
         return f"{self.variant}-seed{seed}" if self.variant and changed else f"seed{seed}"
 
+    def content_config(self, step: str) -> dict:
+        """pairs, align or features: the step config for this dataset, with the paths it reads and writes."""
+        from sicsrec.content.featurize import featurize
+        from sicsrec.content.pairs import run_pairs
+
+        d = self.dataset
+        if step == "pairs":
+            config = d.resolve_function(self.load(step), run_pairs)
+            config["out"] = str(self.pairs_file().parent)
+        elif step == "features":
+            config = d.resolve_function(self.load(step), featurize)
+            config.update(align_checkpoint=str(self.align_checkpoint()), out=str(self.features_file().parent))
+        else:
+            config = d.resolve(self.load(step))
+            config["data"]["init_args"]["pairs"] = str(self.pairs_file())
+            for callback in config["trainer"].get("callbacks") or []:
+                if callback["class_path"].endswith("ModelCheckpoint"):
+                    callback.setdefault("init_args", {})["dirpath"] = str(self.align_checkpoint().parent)
+            self._place_loggers(config, "align", "")
+        for key, value in self.overrides[step]:
+            _set(config, key, value)
+        return config
+
     def stage_config(self, step: str, seed: int) -> dict:
-        """The stage's YAML for one seed: its own run folder, seed, stage-1 checkpoint, overrides."""
-        config = self.load(step)
+        """The stage's config for one seed: its own run folder, seed, features, stage-1 checkpoint, overrides."""
+        version = self.version(step, seed)
+        config = self.dataset.resolve(self.load(step), seed, version)
         config["seed_everything"] = seed
-        loggers = config["trainer"]["logger"]
-        for logger in loggers if isinstance(loggers, list) else [loggers]:
-            if logger["class_path"].endswith("CSVLogger"):
-                logger["init_args"]["version"] = self.version(step, seed)
-            elif logger["class_path"].endswith("WandbLogger"):
-                name = logger["init_args"].get("name") or step
-                logger["init_args"].update(
-                    name=f"{name}-{self.version(step, seed)}", save_dir=str(self.run_dir(step, seed))
-                )
+        self._place_loggers(config, step, version)
         config["data"]["init_args"]["features"] = str(self.features_file())
         if step == "stage2":
             config["model"]["init_args"]["stage1_checkpoint"] = str(
@@ -121,6 +157,16 @@ class Chain:
         for key, value in self.overrides[step]:
             _set(config, key, value)
         return config
+
+    def _place_loggers(self, config: dict, step: str, version: str) -> None:
+        run = self.dataset.run_folder
+        for logger in _loggers(config):
+            init = logger.setdefault("init_args", {})
+            if logger["class_path"].endswith("CSVLogger"):
+                init.update(save_dir=str(run), name=step, version=version)
+            elif logger["class_path"].endswith("WandbLogger"):
+                name = "-".join(part for part in (self.dataset.name, step, version) if part)
+                init.update(name=name, save_dir=str(run / step / version))
 
     # ---- running --------------------------------------------------------------------------------
     def _stamp(self, out_dir: Path, finished: bool = True) -> str | None:
@@ -172,10 +218,14 @@ class Chain:
                 stamps[step] = _digest(step, "as found", out.stat().st_mtime)
                 print(f"[sicsrec run] {step}: not checked (--start {start}), using {out}", flush=True)
                 continue
-            path = self.folder / f"{step}.yaml"
+            config = self.content_config(step)
             upstream = [stamps[s] for s in STEPS[: STEPS.index(step)] if s in stamps]
-            stamps[step] = _digest(step, path.read_text(), upstream)
+            stamps[step] = _digest(step, config, upstream)
             out = {"pairs": self.pairs_file(), "align": self.align_checkpoint(), "features": self.features_file()}[step]
+            folder = out.parent.parent if step == "align" else out.parent  # align: runs/<name>/align/
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{step}.run.yaml"
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
             command = (
                 ["fit", "--config", str(path), "--test_after_fit", "false"]
                 if step == "align"
@@ -206,26 +256,34 @@ class Chain:
 
 
 def run(
-    folder: str,
+    data_file: str,
     seeds: list[int] | None = None,
     until: Step = "stage2",
     start: Step = "pairs",
     variant: str = "",
+    steps: str = "configs",
+    pairs: list[str] | None = None,
+    align: list[str] | None = None,
+    features: list[str] | None = None,
     stage1: list[str] | None = None,
     stage2: list[str] | None = None,
 ) -> None:
     """Run a dataset's whole chain: pairs → align → features → stage 1 → stage 2 (each tested).
 
     Args:
-        folder: config folder with pairs.yaml, align.yaml, features.yaml, stage1.yaml, stage2.yaml.
-        seeds: seeds of the stage runs (default: the stage configs' seed_everything).
+        data_file: the dataset's data file (name, root, reader, text_column, protocol), e.g.
+            configs/data/bili_food.yaml; every output goes under its run folder, runs/<name>/.
+        seeds: seeds of the stage runs (default: stage1.yaml's seed_everything).
         until: last step to run.
         start: first step to run; the outputs of earlier steps are used as they are, unchecked.
         variant: name of an ablation; its runs go to <stage>/<variant>-seed<N>.
+        steps: folder of the step configs (pairs.yaml, align.yaml, features.yaml, stage1.yaml, stage2.yaml).
+        pairs, align, features: overrides of those steps' configs, key=value (e.g. trainer.max_epochs=3).
         stage1: overrides of stage1.yaml, key=value (e.g. model.init_args.contrastive_weight=0).
         stage2: overrides of stage2.yaml, key=value (e.g. model.init_args.use_decoder=false).
     """
-    chain = Chain(folder, variant, stage1, stage2)
+    overrides = {"pairs": pairs, "align": align, "features": features, "stage1": stage1, "stage2": stage2}
+    chain = Chain(data_file, steps, variant, overrides)
     seeds = seeds or [int(chain.load("stage1").get("seed_everything") or 2024)]
     for path in chain.run(seeds, until, start):
         print(f"[sicsrec run] result: {path}")

@@ -396,20 +396,25 @@ def step_main(step: str, argv: list[str]) -> None:
         from sicsrec.serving import recommend as function
     else:
         from sicsrec.serving import export as function
+    if step in ("pairs", "features"):
+        from sicsrec.dataset import expand_argv
+
+        argv = expand_argv(argv, function)
     auto_cli(function, args=argv, as_positional=False)
 
 
 USAGE = """usage: sicsrec COMMAND [options]     (sicsrec COMMAND --help for a command's options)
 
 training (LightningCLI; the YAML picks the LightningModule and DataModule by class_path):
-  fit | validate | test | predict --config FILE.yaml
+  fit | validate | test | predict --config FILE.yaml [--dataset DATA_FILE]
+    (a step config of configs/ with a data file of configs/data/: its facts and run folder)
 steps:
   data generate --out DIR --users N --items M --seed S   generated NineRec-layout dataset
   data prepare --root DIR                                read, remap, filter, cache; statistics
   data stats --root DIR                                  statistics of a dataset
-  pairs --config pairs.yaml                              LLM-judged item pairs (resumable)
-  features --config features.yaml                        cached item features
-  run configs/DATASET/ [--seeds [S,...]] [--until STEP]   the whole chain, up-to-date steps skipped
+  pairs --config configs/pairs.yaml --dataset DATA_FILE          LLM-judged item pairs (resumable)
+  features --config configs/features.yaml --dataset DATA_FILE    cached item features
+  run DATA_FILE [--seeds [S,...]] [--until STEP]         the whole chain, up-to-date steps skipped
 serving (RUN: a run folder, or a config file + --ckpt_path):
   recommend --run RUN [--histories F|-] [--out F|-] [--top_k K]   next items for histories in catalogue ids
   export --run RUN --out DIR                             item vectors + manifest for an ANN index
@@ -441,7 +446,9 @@ def main(argv: list[str] | None = None) -> None:
 
             report_main(args[1:])
         else:
-            SicsrecCLI(args=argv)
+            from sicsrec.dataset import expand_argv
+
+            SicsrecCLI(args=expand_argv(args))
     except SIGTERMException:  # Lightning stops at the next batch and exits with status 0
         print("sicsrec: stopped by SIGTERM; resume with the same command and --ckpt_path last", file=sys.stderr)
         raise SystemExit(143) from None  # 128 + SIGTERM: a scheduler must not count the run as done

@@ -11,50 +11,72 @@ from tests.conftest import REPO, TINY_TEXT_ENCODER
 TINY_TEXT = {"class_path": "sicsrec.content.encoders.TextEncoder", "init_args": TINY_TEXT_ENCODER}
 
 
-def tiny_folder(tmp_path: Path, root: Path) -> Path:
-    """configs/bili_food/ pointed at generated data and tmp_path, models made tiny, 1–2 epochs."""
-    src, out, runs = REPO / "configs" / "bili_food", tmp_path / "configs", tmp_path / "runs"
-    out.mkdir()
-    pairs = yaml.safe_load((src / "pairs.yaml").read_text())
-    pairs.update(root=str(root), out=str(runs / "pairs"))
+def tiny_dataset(tmp_path: Path, root: Path) -> tuple[Path, Path]:
+    """A data file for the generated data (runs under tmp_path/runs) and the shipped step configs
+    with tiny models and 1–2 epochs; (data file, steps folder)."""
+    steps, runs = tmp_path / "configs", tmp_path / "runs"
+    steps.mkdir()
+    data_file = tmp_path / "gen.yaml"
+    data_file.write_text(yaml.safe_dump({"name": "gen", "root": str(root), "runs": str(runs)}))
+    pairs = yaml.safe_load((REPO / "configs" / "pairs.yaml").read_text())
     pairs["judge"]["init_args"]["text"] = TINY_TEXT
-    features = yaml.safe_load((src / "features.yaml").read_text())
-    features.update(root=str(root), out=str(runs / "features"), align_checkpoint=str(runs / "align" / "best.ckpt"))
-    configs = {"pairs": pairs, "features": features}
+    configs = {"pairs": pairs, "features": yaml.safe_load((REPO / "configs" / "features.yaml").read_text())}
     for step in ("align", "stage1", "stage2"):
-        cfg = yaml.safe_load((src / f"{step}.yaml").read_text())
+        cfg = yaml.safe_load((REPO / "configs" / f"{step}.yaml").read_text())
         cfg["trainer"].update(
             max_epochs=2 if step != "align" else 1,
             enable_progress_bar=False,
             enable_model_summary=False,
             accelerator="cpu",
         )
-        cfg["trainer"]["logger"] = [
-            {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(runs), "name": step}}
-        ]
-        cfg["data"]["init_args"]["root"] = str(root)
+        cfg["trainer"]["logger"] = [cfg["trainer"]["logger"][0]]  # CSV only
         if step == "align":
-            cfg["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(runs / "align")
             cfg["model"]["init_args"]["text"] = TINY_TEXT
             cfg["model"]["init_args"]["trainable"] = "all"
-            cfg["data"]["init_args"]["pairs"] = str(runs / "pairs" / "pairs.jsonl")
         else:
             cfg["data"]["init_args"]["max_len"] = 10
         if step == "stage1":
             cfg["model"]["init_args"].update(hidden_size=16, inner_size=16, num_layers=1)
         configs[step] = cfg
     for step, cfg in configs.items():
-        (out / f"{step}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return out
+        (steps / f"{step}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return data_file, steps
 
 
-def test_run_chains_every_real_step_and_then_skips_them(tmp_path, generated, capsys, monkeypatch):
-    """Each step as a user would run it, in its own process: pairs → align → features → stage 1 → stage 2."""
+CATALOGUE = """name: shop                      # a CSV catalogue: one data file and `sicsrec run`
+root: {root}
+reader:
+  class_path: sicsrec.data.CatalogueFormat
+  init_args: {{interactions: events.csv, items: products.csv, user_column: customer, item_column: sku,
+              time_column: ts, item_id_column: sku, title_columns: {{en: name}}}}
+text_column: en
+protocol: recbole
+runs: {runs}
+"""
+
+
+def test_run_chains_every_real_step_on_a_csv_catalogue_and_then_skips_them(tmp_path, generated, capsys, monkeypatch):
+    """A new dataset from a CSV catalogue is one data file and one command: each step as a user
+    would run it, in its own process — pairs → align → features → stage 1 → stage 2."""
+    import pandas as pd
+
+    from sicsrec.cli import main
+
     monkeypatch.chdir(tmp_path)
-    folder = tiny_folder(tmp_path, generated)
-    results = Chain(folder).run([1])
+    shop = tmp_path / "shop"
+    shop.mkdir()
+    events = pd.read_csv(generated / "Gen_pair.csv", header=None, names=["customer", "sku", "ts"])
+    events.to_csv(shop / "events.csv", index=False)
+    items = pd.read_csv(generated / "Gen_item.csv", header=None, names=["sku", "name_zh", "name"])
+    items.to_csv(shop / "products.csv", index=False)
+    _, steps = tiny_dataset(tmp_path, generated)  # tiny encoders, 1–2 epochs
     runs = tmp_path / "runs"
-    assert results == [runs / "stage1" / "seed1" / "metrics.json", runs / "stage2" / "seed1" / "metrics.json"]
+    data_file = tmp_path / "shop.yaml"
+    data_file.write_text(CATALOGUE.format(root=shop, runs=runs))
+    assert len(data_file.read_text().splitlines()) <= 15
+    main(["run", str(data_file), "--steps", str(steps), "--seeds", "[1]"])
+    results = [runs / "stage1" / "seed1" / "metrics.json", runs / "stage2" / "seed1" / "metrics.json"]
+    assert f"result: {results[1]}" in capsys.readouterr().out
     for path, key in zip(results, ("test/id/ndcg@10", "test/ndcg@10")):
         report = json.loads(path.read_text())
         assert report["seed"] == 1 and key in report, report
@@ -62,9 +84,10 @@ def test_run_chains_every_real_step_and_then_skips_them(tmp_path, generated, cap
     assert stage2["model"]["init_args"]["stage1_checkpoint"] == str(
         runs / "stage1" / "seed1" / "checkpoints" / "best.ckpt"
     )
+    assert json.loads(results[0].read_text())["dataset"] == "shop"  # read through the catalogue reader
     capsys.readouterr()
     mtimes = {p: p.stat().st_mtime for p in results}
-    Chain(folder).run([1])  # nothing changed: nothing runs
+    Chain(data_file, steps).run([1])  # nothing changed: nothing runs
     assert capsys.readouterr().out.count("up to date") == 3 + 2
     assert all(p.stat().st_mtime == t for p, t in mtimes.items())
 
@@ -115,9 +138,9 @@ def fake_python(tmp_path: Path, kill_first_stage1: bool = False) -> tuple[str, P
 
 def test_run_chains_seeds_skips_what_is_up_to_date_and_reruns_what_changed(tmp_path, generated, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    folder = tiny_folder(tmp_path, generated)
+    data_file, steps = tiny_dataset(tmp_path, generated)
     python, log = fake_python(tmp_path)
-    results = Chain(folder, python=python).run([1, 2])
+    results = Chain(data_file, steps, python=python).run([1, 2])
     runs = tmp_path / "runs"
     assert results == [
         runs / "stage1" / "seed1" / "metrics.json",
@@ -135,12 +158,13 @@ def test_run_chains_seeds_skips_what_is_up_to_date_and_reruns_what_changed(tmp_p
     capsys.readouterr()
 
     # nothing changed: nothing runs
-    Chain(folder, python=python).run([1, 2])
+    Chain(data_file, steps, python=python).run([1, 2])
     assert capsys.readouterr().out.count("up to date") == 3 + 4
     assert len(log.read_text().splitlines()) == 3 + 4
 
     # a stage-2 ablation reruns stage 2 only, into its own folders
-    Chain(folder, variant="no_decoder", stage2=["model.init_args.use_decoder=false"], python=python).run([1])
+    overrides = {"stage2": ["model.init_args.use_decoder=false"]}
+    Chain(data_file, steps, variant="no_decoder", overrides=overrides, python=python).run([1])
     out = capsys.readouterr().out
     assert "stage1 seed 1: up to date" in out and "stage2 seed 1: up to date" not in out
     assert (runs / "stage2" / "no_decoder-seed1" / "metrics.json").is_file()
@@ -148,18 +172,18 @@ def test_run_chains_seeds_skips_what_is_up_to_date_and_reruns_what_changed(tmp_p
     assert ablation["model"]["init_args"]["use_decoder"] is False
 
     # a changed upstream config reruns it and everything after it: a new stage 1 means a new stage 2
-    features = yaml.safe_load((folder / "features.yaml").read_text())
+    features = yaml.safe_load((steps / "features.yaml").read_text())
     features["batch_size"] = 64
-    (folder / "features.yaml").write_text(yaml.safe_dump(features))
+    (steps / "features.yaml").write_text(yaml.safe_dump(features))
     calls = len(log.read_text().splitlines())
-    Chain(folder, python=python).run([1])
+    Chain(data_file, steps, python=python).run([1])
     out = capsys.readouterr().out
     assert "pairs: up to date" in out and "align: up to date" in out
     assert [c.split()[0] for c in log.read_text().splitlines()[calls:]] == ["features", "fit", "fit"]
     assert "stage1 seed 1: up to date" not in out and "stage2 seed 1: up to date" not in out
     # and a changed stage-1 config alone reruns stage 1 and stage 2
     calls = len(log.read_text().splitlines())
-    Chain(folder, stage1=["model.init_args.contrastive_weight=0.5"], python=python).run([1])
+    Chain(data_file, steps, overrides={"stage1": ["model.init_args.contrastive_weight=0.5"]}, python=python).run([1])
     assert len(log.read_text().splitlines()[calls:]) == 2
     assert "stage2 seed 1: up to date" not in capsys.readouterr().out
 
@@ -168,13 +192,17 @@ def test_a_killed_stage_is_resumed_from_its_last_checkpoint_when_run_again(tmp_p
     import pytest
 
     monkeypatch.chdir(tmp_path)
-    folder = tiny_folder(tmp_path, generated)
+    data_file, steps = tiny_dataset(tmp_path, generated)
     runs = tmp_path / "runs"
-    for out in (runs / "pairs" / "pairs.jsonl", runs / "align" / "best.ckpt", runs / "features" / "features.json"):
+    for out in (
+        runs / "pairs" / "pairs.jsonl",
+        runs / "align" / "checkpoints" / "best.ckpt",
+        runs / "features" / "features.json",
+    ):
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("x")
     python, log = fake_python(tmp_path, kill_first_stage1=True)
-    chain = Chain(folder, python=python)
+    chain = Chain(data_file, steps, python=python)
     with pytest.raises(SystemExit, match="stage1 seed 1 failed"):
         chain.run([1], start="stage1")
     chain.run([1], start="stage1")
@@ -205,7 +233,11 @@ def test_a_stopped_alignment_is_resumed_from_the_last_checkpoint_in_its_checkpoi
     out_dir.mkdir(parents=True)
     (out_dir / "last.ckpt").write_text("x")
     (out_dir / STAMP).write_text(json.dumps({"stamp": "s", "finished": False}))
-    folder = tmp_path / "configs"
-    folder.mkdir()
-    Chain(folder, python=str(fake))._run("align", out_dir, [out_dir / "best.ckpt"], "s", ["fit", "--config", "a.yaml"])
+    steps = tmp_path / "configs"
+    steps.mkdir()
+    data_file = tmp_path / "d.yaml"
+    data_file.write_text("name: d\nroot: data/d\n")
+    Chain(data_file, steps, python=str(fake))._run(
+        "align", out_dir, [out_dir / "best.ckpt"], "s", ["fit", "--config", "a.yaml"]
+    )
     assert log.read_text().split() == ["fit", "--config", "a.yaml", "--ckpt_path", str(out_dir / "last.ckpt")]

@@ -9,6 +9,8 @@ import yaml
 from sicsrec.cli import main
 from tests.conftest import REPO
 
+BILI_FOOD = REPO / "configs" / "data" / "bili_food.yaml"
+
 
 def tiny_config(tmp_path: Path, root: Path) -> Path:
     cfg = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
@@ -288,26 +290,25 @@ def test_the_code_defaults_are_what_the_shipped_stage_configs_use():
 
     switches = {"id.yaml": {"use_content"}}  # the ID encoder alone: the full model's default is both encoders
     not_knobs = {"stage1_checkpoint", "text", "image"}  # a path and networks: the config must name them
-    for folder in ("bili_food", "bili_dance", "bili_movie"):
-        for name, module in (
-            ("stage1.yaml", Stage1Module),
-            ("id.yaml", Stage1Module),
-            ("stage2.yaml", Stage2Module),
-            ("align.yaml", AlignModule),
-        ):
-            given = yaml.safe_load((REPO / "configs" / folder / name).read_text())["model"]["init_args"]
-            defaults = {k: p.default for k, p in inspect.signature(module.__init__).parameters.items()}
-            for key, value in given.items():
-                default = defaults[key]
-                if key in not_knobs:
-                    continue
-                if key in switches.get(name, set()):
-                    assert value != default, (folder, name, key)  # a switch that switches nothing is noise
-                    continue
-                if key == "optimizer":  # compared with the optimiser's own defaults filled in
-                    assert effective_optimizer(value) == effective_optimizer(default), (folder, name, key)
-                    continue
-                assert (list(default) if isinstance(default, tuple) else default) == value, (folder, name, key)
+    for name, module in (
+        ("stage1.yaml", Stage1Module),
+        ("id.yaml", Stage1Module),
+        ("stage2.yaml", Stage2Module),
+        ("align.yaml", AlignModule),
+    ):
+        given = yaml.safe_load((REPO / "configs" / name).read_text())["model"]["init_args"]
+        defaults = {k: p.default for k, p in inspect.signature(module.__init__).parameters.items()}
+        for key, value in given.items():
+            default = defaults[key]
+            if key in not_knobs:
+                continue
+            if key in switches.get(name, set()):
+                assert value != default, (name, key)  # a switch that switches nothing is noise
+                continue
+            if key == "optimizer":  # compared with the optimiser's own defaults filled in
+                assert effective_optimizer(value) == effective_optimizer(default), (name, key)
+                continue
+            assert (list(default) if isinstance(default, tuple) else default) == value, (name, key)
 
 
 @pytest.mark.parametrize(
@@ -335,11 +336,11 @@ def test_an_unknown_or_renamed_config_key_is_one_line_naming_the_right_key(argum
 
 
 def test_a_renamed_key_in_a_stage2_config_file_names_the_new_key(tmp_path, capsys):
-    cfg = yaml.safe_load((REPO / "configs" / "bili_food" / "stage2.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "configs" / "stage2.yaml").read_text())
     cfg["model"]["init_args"]["alpha"] = cfg["model"]["init_args"].pop("contrastive_weight")
     (tmp_path / "old.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.raises(SystemExit):
-        main(["fit", "--config", str(tmp_path / "old.yaml")])
+        main(["fit", "--config", str(tmp_path / "old.yaml"), "--dataset", str(BILI_FOOD)])
     err = capsys.readouterr().err.strip()
     assert err.startswith("sicsrec: error: model.init_args.alpha is now model.init_args.contrastive_weight"), err
     assert len(err.splitlines()) == 1
@@ -347,9 +348,9 @@ def test_a_renamed_key_in_a_stage2_config_file_names_the_new_key(tmp_path, capsy
 
 def test_data_root_points_a_config_at_another_folder(capsys):
     printed = print_config(
-        capsys, "--config", str(REPO / "configs" / "bili_food" / "id.yaml"), "--data.root", "/elsewhere/Bili_Food"
+        capsys, "--config", str(REPO / "configs" / "id.yaml"), "--dataset", str(BILI_FOOD), "--data.root", "/elsewhere"
     )
-    assert yaml.safe_load(printed)["data"]["init_args"]["root"] == "/elsewhere/Bili_Food"
+    assert yaml.safe_load(printed)["data"]["init_args"]["root"] == "/elsewhere"  # a flag after --config wins
 
 
 def test_metrics_table_shows_each_stage1_view():
@@ -380,8 +381,9 @@ def test_metrics_table_shows_each_stage1_view():
     assert not {row[0] for row in metrics_rows(metrics)} & {"cold", "rare", "warm"}  # buckets are not views
 
 
-@pytest.mark.parametrize("config", sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml")))
+@pytest.mark.parametrize("config", sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").glob("*.yaml")))
 def test_every_shipped_config_parses(config, capsys):
+    """Each step config, for a dataset (the quick start names its own data)."""
     text = (REPO / config).read_text()
     for line in text.splitlines():  # YAML keeps the last of two equal keys silently: refuse it here
         if "{" in line and "}" in line:
@@ -390,10 +392,14 @@ def test_every_shipped_config_parses(config, capsys):
             assert len(keys) == len(set(keys)), f"{config}: repeated key in {line.strip()}"
     step = Path(config).stem.split("_")[0]  # features_raw.yaml is a features config
     command = [step] if step in ("pairs", "features") else ["fit"]
+    dataset = [] if step == "quickstart" else ["--dataset", str(BILI_FOOD)]
     with pytest.raises(SystemExit) as exit_:
-        main([*command, "--config", str(REPO / config), "--print_config"])
+        main([*command, "--config", str(REPO / config), *dataset, "--print_config"])
     assert exit_.value.code in (0, None)
-    assert capsys.readouterr().out.strip()
+    printed = capsys.readouterr().out
+    assert printed.strip() and "{" + "run}" not in printed and "{" + "seed}" not in printed  # all resolved
+    if dataset:
+        assert "runs/bili_food" in printed and "../shared/data/ninerec/Bili_Food" in printed
 
 
 def test_a_ckpt_path_that_is_no_checkpoint_or_another_stages_is_one_line(tmp_path, capsys, generated):

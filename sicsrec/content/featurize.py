@@ -18,7 +18,7 @@ from sicsrec.data.features import (
     load_features,
     text_table_digest,
 )
-from sicsrec.data.formats import load_cover
+from sicsrec.data.formats import Reader, load_cover
 from sicsrec.data.prepare import PreparedData, prepare
 from sicsrec.errors import ConfigError, DataError
 from sicsrec.io import write_json_atomic
@@ -120,6 +120,7 @@ def featurize(
     min_seq_len: int = 3,
     cache_dir: str | None = None,
     threads: int | None = None,
+    reader: Reader | None = None,
 ) -> dict:
     """Encode every item of the dataset at ``root`` and write ``<out>/features.json``.
 
@@ -134,6 +135,7 @@ def featurize(
         min_seq_len: as in data preparation (the item table is the same either way).
         cache_dir: cache folder (default ``$SICSREC_CACHE`` or ``~/.cache/sicsrec``).
         threads: torch CPU threads (default: torch's choice).
+        reader: the dataset's file layout, as in the sequence DataModule (null: detected from the files).
     """
     if threads:
         torch.set_num_threads(threads)
@@ -149,7 +151,7 @@ def featurize(
         text, image = module.merged_encoders()
     if text is None and image is None:
         raise ConfigError("nothing to encode: set text and/or image (or align_checkpoint)")
-    data = prepare(root, None, min_seq_len, False, cache_dir)
+    data = prepare(root, reader, min_seq_len, False, cache_dir)
     manifest = {"dataset": data.name, "data_key": data.key, "align_checkpoint": align_checkpoint}
     if text is not None:
         f = text_item_features(text, data, text_column, batch_size, cache_dir)

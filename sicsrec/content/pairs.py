@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from sicsrec.content.judges import EmbeddingJudge, Judge, Request, parse_answer
+from sicsrec.data.formats import Reader
 from sicsrec.data.prepare import PreparedData, prepare, without_items
 from sicsrec.errors import ConfigError
 from sicsrec.io import atomic_path, write_json_atomic
@@ -171,6 +172,7 @@ def run_pairs(
     cache_dir: str | None = None,
     cold_items: float = 0.0,
     cold_seed: int = 0,
+    reader: Reader | None = None,
 ) -> dict:
     """Judge one pair per user and write ``pairs.jsonl`` + ``pairs_report.json`` under ``out``.
 
@@ -185,8 +187,9 @@ def run_pairs(
         cache_dir: cache folder.
         cold_items, cold_seed: the cold-start protocol (as in the sequence DataModule): its
             held-out items are deleted from the training parts first, so no pair holds them.
+        reader: the dataset's file layout, as in the sequence DataModule (null: detected from the files).
     """
-    data = prepare(root, None, min_seq_len, False, cache_dir)
+    data = prepare(root, reader, min_seq_len, False, cache_dir)
     held_out = data.cold_start_items(cold_items, cold_seed)
     report = construct_pairs(
         data, judge or EmbeddingJudge(), out, text_column, max_candidates, chunk, held_out=held_out

@@ -307,6 +307,7 @@ class AlignDataModule(L.LightningDataModule):
     Args:
         root: dataset folder.
         pairs: ``pairs.jsonl`` written by ``sicsrec pairs``.
+        reader: file layout, as in ``SequenceDataModule`` (``null``: detected from the files).
         text_column: title language (``en`` or ``zh``).
         use_images: load covers when the dataset has them.
         batch_size: pairs per batch.
@@ -333,16 +334,17 @@ class AlignDataModule(L.LightningDataModule):
         num_workers: int = 0,
         cold_items: float = 0.0,
         cold_seed: int = 0,
+        reader: Reader | None = None,
     ):
         super().__init__()
-        self.cold_items, self.cold_seed = cold_items, cold_seed
+        self.cold_items, self.cold_seed, self.reader = cold_items, cold_seed, reader
         self.root, self.pairs_path, self.text_column, self.use_images = Path(root), Path(pairs), text_column, use_images
         self.batch_size, self.holdout_items, self.min_seq_len = batch_size, holdout_items, min_seq_len
         self.cache_dir, self.seed, self.num_workers = cache_dir, seed, num_workers
 
     @cached_property
     def data(self) -> PreparedData:
-        return prepare(self.root, None, self.min_seq_len, False, self.cache_dir)
+        return prepare(self.root, self.reader, self.min_seq_len, False, self.cache_dir)
 
     @cached_property
     def pairs(self) -> np.ndarray:

@@ -1,0 +1,93 @@
+"""A dataset is one data file; the step configs name none and resolve for it, by hand or in `sicsrec run`."""
+
+import re
+
+import pytest
+import yaml
+
+from sicsrec.chain import Chain
+from sicsrec.cli import main
+from sicsrec.content.featurize import featurize
+from sicsrec.content.pairs import run_pairs
+from sicsrec.dataset import DatasetFile
+from tests.conftest import REPO
+
+DATA = REPO / "configs" / "data"
+
+
+def test_each_dataset_is_named_in_its_own_data_file_only():
+    names = {"bili_food": "Bili_Food", "bili_dance": "Bili_Dance", "bili_movie": "Bili_Movie"}
+    files = [p for p in (REPO / "configs").rglob("*.yaml")]
+    for name, folder in names.items():
+        holding = {p.relative_to(REPO).as_posix() for p in files if name in p.read_text() or folder in p.read_text()}
+        assert holding == {f"configs/data/{name}.yaml"}, (name, holding)
+        assert len((DATA / f"{name}.yaml").read_text().splitlines()) <= 15
+    assert not [p for p in files if re.search(r"version_(\d|N)", p.read_text())]  # Lightning's counted folders
+
+
+@pytest.mark.parametrize("seed, variant", [(2024, None), (2025, "lr3e-4")])
+def test_a_hand_run_writes_where_sicsrec_run_writes(tmp_path, monkeypatch, seed, variant):
+    """--dataset resolves the step configs' placeholders into the layout `sicsrec run` computes."""
+    monkeypatch.chdir(REPO)
+    dataset = DatasetFile.load(DATA / "bili_food.yaml")
+    chain = Chain(DATA / "bili_food.yaml", REPO / "configs", variant or "", {"stage1": ["x=1"]} if variant else {})
+    for step in ("stage1", "stage2"):
+        version = chain.version(step, seed)
+        by_hand = dataset.resolve(chain.load(step), seed, version)
+        ran = chain.stage_config(step, seed)
+        csv = [lg["init_args"] for lg in by_hand["trainer"]["logger"] if lg["class_path"].endswith("CSVLogger")][0]
+        assert csv["save_dir"] + "/" + csv["name"] + "/" + csv["version"] == str(chain.run_dir(step, seed))
+        assert by_hand["data"]["init_args"]["features"] == ran["data"]["init_args"]["features"]
+        assert by_hand["data"]["init_args"]["root"] == ran["data"]["init_args"]["root"] == dataset.root
+        assert by_hand["model"]["init_args"]["protocol"] == "recbole"
+    stage2 = dataset.resolve(chain.load("stage2"), seed, chain.version("stage2", seed))
+    if not variant:  # a hand-run stage 2 starts from the stage 1 of its seed, as the chain's does
+        ran = chain.stage_config("stage2", seed)
+        assert stage2["model"]["init_args"]["stage1_checkpoint"] == ran["model"]["init_args"]["stage1_checkpoint"]
+    pairs = dataset.resolve_function(chain.load("pairs"), run_pairs)
+    assert pairs["out"] == chain.content_config("pairs")["out"] and pairs["root"] == dataset.root
+    features = dataset.resolve_function(chain.load("features"), featurize)
+    assert {k: features[k] for k in ("out", "align_checkpoint")} == {
+        k: chain.content_config("features")[k] for k in ("out", "align_checkpoint")
+    }
+    align, ran = dataset.resolve(chain.load("align")), chain.content_config("align")
+    assert align["data"]["init_args"]["pairs"] == ran["data"]["init_args"]["pairs"]
+    assert align["trainer"]["callbacks"][0]["init_args"]["dirpath"] == str(chain.align_checkpoint().parent)
+
+
+def test_variant_and_seed_name_a_hand_runs_folder(capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    args = ["--config", "configs/stage2.yaml", "--dataset", str(DATA / "bili_food.yaml"), "--seed_everything", "7"]
+    with pytest.raises(SystemExit):
+        main(["fit", *args, "--variant", "lr3e-4", "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    csv = printed["trainer"]["logger"][0]["init_args"]
+    assert (csv["save_dir"], csv["name"], csv["version"]) == ("runs/bili_food", "stage2", "lr3e-4-seed7")
+    assert printed["model"]["init_args"]["stage1_checkpoint"] == "runs/bili_food/stage1/seed7/checkpoints/best.ckpt"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("name: x\nroots: data/x\n", "unknown key 'roots' (did you mean 'root'?)"),
+        ("name: x\n", "root is missing"),
+        ("name: my shop\nroot: data/x\n", "name 'my shop': letters, digits"),
+        ("name: x\nroot: data/x\nprotocol: sampled\n", "protocol 'sampled': expected recbole or ninerec"),
+        ("name: x\nroot: [data\n", "not valid YAML"),
+    ],
+)
+def test_a_bad_data_file_is_one_line(tmp_path, capsys, text, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(REPO / "configs" / "stage1.yaml"), "--dataset", str(bad)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and str(bad) in err and err.count("\n") == 1, err
+
+
+def test_a_step_config_without_a_data_file_says_so(capsys):
+    for command, config in (("fit", "stage1.yaml"), ("pairs", "pairs.yaml"), ("features", "features.yaml")):
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--config", str(REPO / "configs" / config)])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "name the dataset with --dataset DATA_FILE" in err and err.count("\n") == 1
