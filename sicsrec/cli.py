@@ -160,6 +160,20 @@ class SicsrecCLI(LightningCLI):
             help="After fit, test the best checkpoint, print a metrics table and write metrics.json.",
         )
 
+    def before_instantiate_classes(self) -> None:
+        """``validate``, ``test`` and ``predict`` log into ``<version>-<subcommand>`` when the config
+        names its logger's version (a step config's ``seed<N>``): beside the fit's run folder,
+        never over its ``metrics.json``, ``config.yaml`` and curves."""
+        subcommand = self.subcommand
+        if subcommand in (None, "fit"):
+            return
+        loggers = self.config[subcommand].trainer.get("logger")
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            init = getattr(logger, "init_args", None)
+            version = init.get("version") if init is not None else None
+            if isinstance(version, str) and version and not version.endswith(f"-{subcommand}"):
+                init.version = f"{version}-{subcommand}"
+
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
         for logger in wandb_loggers(trainer):

@@ -173,10 +173,9 @@ def expand_argv(argv: list[str], function=None) -> list[str]:
     temporary file in its stead): for the dataset of ``--dataset FILE`` (dropped from the line),
     or — a config that names its own paths, like the quick start — only ``{seed}`` and
     ``{version}``. ``{version}`` is ``seed<N>``; ``--variant NAME`` (dropped too) makes it
-    ``NAME-seed<N>``, as ``sicsrec run --variant`` does, and ``validate`` / ``test`` / ``predict``
-    add ``-validate`` / ``-test`` / ``-predict`` (beside the fit's folder, never over its
-    ``metrics.json``). ``function``: the step's function for ``sicsrec pairs`` / ``features``;
-    None for LightningCLI subcommands. Flags after ``--config`` still override what it says."""
+    ``NAME-seed<N>``, as ``sicsrec run --variant`` does. ``function``: the step's function for
+    ``sicsrec pairs`` / ``features``; None for LightningCLI subcommands. Flags after ``--config``
+    still override what it says."""
     args, given = [], {}
     it = iter(argv)
     for arg in it:
@@ -208,8 +207,6 @@ def expand_argv(argv: list[str], function=None) -> list[str]:
             continue
         run_seed = int(seed) if seed is not None else config.get("seed_everything")
         version = None if run_seed is None else (f"{variant}-" if variant else "") + f"seed{run_seed}"
-        if version is not None and args[:1] in (["validate"], ["test"], ["predict"]):
-            version += f"-{args[0]}"  # beside the fit's folder, never over its metrics.json
         if dataset is not None and function is None:
             config = dataset.resolve(config, run_seed, version)
         elif dataset is not None:

@@ -431,9 +431,10 @@ def test_test_with_a_checkpoint_uses_the_protocol_the_command_line_asks_for(tmp_
     main(
         ["test", "--config", config, "--ckpt_path", fitted["best_checkpoint"], "--model.init_args.protocol", "ninerec"]
     )
-    tested = json.loads(
-        sorted((tmp_path / "runs").rglob("metrics.json"), key=lambda p: p.stat().st_mtime)[-1].read_text()
-    )
+    run = tmp_path / "runs" / "id"
+    assert sorted(p.name for p in run.iterdir()) == ["seed2024", "seed2024-test"]  # beside the fit, not over it
+    assert json.loads((run / "seed2024" / "metrics.json").read_text()) == fitted
+    tested = json.loads((run / "seed2024-test" / "metrics.json").read_text())
     from sicsrec.data import SequenceDataModule
     from sicsrec.evaluation import evaluate
     from sicsrec.modules import Stage1Module

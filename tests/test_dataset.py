@@ -1,6 +1,7 @@
 """A dataset is one data file; the step configs name none and resolve for it, by hand or in `sicsrec run`."""
 
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -91,3 +92,17 @@ def test_a_step_config_without_a_data_file_says_so(capsys):
             main([command, "--config", str(REPO / "configs" / config)])
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and "name the dataset with --dataset DATA_FILE" in err and err.count("\n") == 1
+
+
+def test_the_cold_start_protocol_of_a_data_file_reaches_every_step_that_reads_interactions(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    data_file = tmp_path / "cold.yaml"
+    data_file.write_text("name: food_cold\nroot: ../shared/data/ninerec/Bili_Food\ncold_items: 0.1\ncold_seed: 3\n")
+    chain = Chain(data_file, REPO / "configs")
+    protocol = {"cold_items": 0.1, "cold_seed": 3}
+    pairs = chain.content_config("pairs")
+    assert {k: pairs[k] for k in protocol} == protocol
+    for config in (chain.content_config("align"), chain.stage_config("stage1", 1), chain.stage_config("stage2", 1)):
+        assert {k: config["data"]["init_args"][k] for k in protocol} == protocol
+    assert "cold_items" not in chain.content_config("features")  # every item is encoded: content is never held out
+    assert chain.run_dir("stage1", 1) == Path("runs/food_cold/stage1/seed1")  # its own run folder
