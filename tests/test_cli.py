@@ -445,3 +445,21 @@ def test_test_with_a_checkpoint_uses_the_protocol_the_command_line_asks_for(tmp_
     ninerec = evaluate(model.score, dm.test_dataloader(), protocol="ninerec")
     assert tested["test/mrr"] == pytest.approx(ninerec["mrr"], abs=1e-6)
     assert tested["test/mrr"] > fitted["test/mrr"]  # the history is masked: not the recbole numbers again
+
+
+def test_a_second_fit_into_a_seeds_folder_replaces_its_checkpoints(tmp_path, capsys, generated):
+    """Runs are named by seed: a rerun (a changed config, `sicsrec run` after a change) must leave
+    that seed's checkpoints, not a stale best.ckpt beside a best-v1.ckpt."""
+    import torch
+
+    config = str(tiny_config(tmp_path, generated))
+    main(["fit", "--config", config, "--test_after_fit", "false"])
+    main(["fit", "--config", config, "--model.init_args.hidden_size", "8", "--model.init_args.inner_size", "8"])
+    folder = tmp_path / "runs" / "id" / "seed2024"
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    for name in ("best.ckpt", "last.ckpt"):
+        saved = torch.load(folder / "checkpoints" / name, map_location="cpu", weights_only=True)
+        assert saved["hyper_parameters"]["hidden_size"] == 8  # the second run's
+    assert json.loads((folder / "metrics.json").read_text())["best_checkpoint"] == str(
+        folder / "checkpoints" / "best.ckpt"
+    )
