@@ -25,6 +25,8 @@ KNOWN_NOISE = (
     r"The number of training batches .* is smaller than the logging interval",  # epoch values are logged anyway
     r"You are using a custom batch sampler `LengthGroupedBatchSampler`",  # it yields every sample (tested)
     r".*skip_none parameter was deprecated",  # LightningCLI's call into newer jsonargparse
+    # main() always hands LightningCLI the command line, its --config files resolved for --dataset
+    r"LightningCLI's args parameter is intended to run from within Python",
 )
 
 

@@ -234,7 +234,8 @@ def test_a_fit_whose_output_is_not_a_terminal_prints_a_line_per_epoch_and_none_o
     assert done.returncode == 0, out[-3000:]
     epochs = re.findall(r"^epoch (\d)/2  train/loss \d+\.\d{4}  valid/hr@10 0\.\d{4}  \d+\.\d s$", done.stdout, re.M)
     assert epochs == ["1", "2"], done.stdout
-    for noise in ("litlogger", "anonymous setting", "git root", "LeafSpec", "log_every_n_steps", "Traceback"):
+    known = ("litlogger", "anonymous setting", "git root", "LeafSpec", "log_every_n_steps", "args parameter")
+    for noise in (*known, "Traceback"):
         assert noise not in out, noise
     assert "test metrics (×100)" in done.stdout and "metrics written to" in done.stdout
 
