@@ -112,7 +112,7 @@ def test_bad_data_is_one_clear_line_not_a_traceback(tmp_path, capsys):
 def test_predict_writes_top_k_in_original_ids_without_seen_items(tmp_path, capsys, generated):
     config = tiny_config(tmp_path, generated)
     main(["fit", "--config", str(config)])
-    ckpt = next((tmp_path / "runs").rglob("best-*.ckpt"))
+    ckpt = next((tmp_path / "runs").rglob("best*.ckpt"))
     out = tmp_path / "pred.jsonl"
     main(
         [
