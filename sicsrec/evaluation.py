@@ -63,6 +63,11 @@ class RankingMetrics(Metric):
         self.occurrences.append(torch.full_like(users, -1) if occurrences is None else occurrences)
         self.held_out.append(torch.full_like(users, -1) if held_out is None else held_out)
 
+    def update_batch(self, batch: dict, scores: torch.Tensor) -> None:
+        """``update`` with an evaluation batch's own fields (``collate_eval``)."""
+        given = batch.get("occurrences"), batch.get("held_out")
+        self.update(batch["user"], scores, batch["target"], batch["history"], *given)
+
     def unique_ranks(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Each user's rank once, its target's training occurrences and whether the target is a
         held-out item (-1: not given)."""
@@ -98,14 +103,7 @@ def evaluate(score_fn, loader, protocol: Protocol = "recbole", ks=DEFAULT_KS) ->
     """Metrics of ``score_fn(batch) -> (B, num_items + 1)`` over an evaluation loader."""
     metric = RankingMetrics(ks, protocol)
     for batch in loader:
-        metric.update(
-            batch["user"],
-            score_fn(batch),
-            batch["target"],
-            batch["history"],
-            batch.get("occurrences"),
-            batch.get("held_out"),
-        )
+        metric.update_batch(batch, score_fn(batch))
     return metric.compute()
 
 

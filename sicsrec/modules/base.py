@@ -176,8 +176,7 @@ class RecommenderModule(L.LightningModule):
 
     def _update(self, metrics: nn.ModuleDict, batch: dict) -> None:
         for view, scores in self.scores(batch).items():
-            given = batch.get("occurrences"), batch.get("held_out")
-            metrics[view].update(batch["user"], scores, batch["target"], batch["history"], *given)
+            metrics[view].update_batch(batch, scores)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._update(self.valid_metrics, batch)
