@@ -107,7 +107,7 @@ def stage2(dm, **kw):
 def test_item_content_scores_a_never_seen_item_through_its_content_only(generated, features):
     dm = module(generated, features=str(features))
     torch.manual_seed(0)
-    model = stage2(dm, item_content=True).eval()
+    model = stage2(dm, item_content=True, cold_neighbours=0).eval()
     torch.nn.init.normal_(model.network.content_to_items.weight)  # zero at the start: give it a map
     held, seen = int(dm.held_out_items[0]), int(np.flatnonzero(dm.train_item_counts().numpy())[0])
     before = model.item_vectors().detach()
@@ -126,14 +126,34 @@ def test_item_content_scores_a_never_seen_item_through_its_content_only(generate
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
-@pytest.mark.parametrize("unseen_negatives", [True, False])
-def test_unseen_items_are_negatives_of_training_only_when_asked(generated, features, unseen_negatives):
+@pytest.mark.parametrize("unseen_negatives,cold_neighbours", [(True, 0), (False, 0), (True, 5)])
+def test_unseen_items_are_negatives_of_training_only_when_asked(generated, features, unseen_negatives, cold_neighbours):
+    """…and never when they borrow seen items' rows (``cold_neighbours``)."""
     dm = module(generated, features=str(features))
     torch.manual_seed(0)
-    model = stage2(dm, unseen_negatives=unseen_negatives).train()
+    model = stage2(dm, unseen_negatives=unseen_negatives, cold_neighbours=cold_neighbours).train()
     batch = next(iter(dm.train_dataloader()))
     model.training_step(batch, 0).backward()
     grad = model.network.id_encoder.item_embedding.weight.grad
     held = torch.from_numpy(dm.held_out_items)
     pushed = grad[held].abs().sum(1) > 0  # a negative's row is pushed away from the user vectors
-    assert bool(pushed.all()) if unseen_negatives else not bool(pushed.any())
+    assert bool(pushed.all()) if unseen_negatives and not cold_neighbours else not bool(pushed.any())
+
+
+def test_a_never_seen_item_borrows_the_content_weighted_rows_of_its_nearest_seen_items(generated, features):
+    dm = module(generated, features=str(features))
+    torch.manual_seed(0)
+    model = stage2(dm, cold_neighbours=3).eval()
+    seen = model.seen_items
+    with torch.no_grad():
+        content = model.content_table(model.network.content_encoder)
+        rows = model.network.id_encoder.item_embedding.weight
+        table = model.item_vectors()
+    assert torch.equal(table[seen], rows[seen])  # seen items keep their own rows
+    unit = torch.nn.functional.normalize(content, dim=-1)
+    for new in dm.held_out_items[:5].tolist():
+        cosines = unit[new] @ unit.T
+        cosines[~seen] = -2.0  # never from another never-seen item (or padding)
+        top = cosines.topk(3)
+        weights = torch.softmax(top.values / model.hparams.content_temperature, 0)
+        assert torch.allclose(table[new], (weights[:, None] * rows[top.indices]).sum(0), atol=1e-6)

@@ -543,3 +543,42 @@ def test_export_of_a_cosine_scored_model_searched_exactly_gives_recommends_ranki
         mine = found[[manifest["item_ids"].index(i) for i in answer.items]]
         assert np.allclose(mine, answer.scores, atol=1e-3)
         assert np.allclose(np.sort(found)[::-1][:10], answer.scores, atol=1e-3)  # and they are the top 10
+
+
+@pytest.mark.parametrize("cold_neighbours", [1, 0])
+def test_predict_ranks_a_never_seen_item_through_its_content(generated, features, stage1_checkpoint, cold_neighbours):
+    """An item no training part holds, given the content of the item the model ranks first for a
+    user, enters that user's predicted top 10, and leaves it given the content of the item ranked
+    last — with ``cold_neighbours`` (1 here: this tiny content encoder puts every pair of items at
+    a cosine above 0.99, so 5 neighbours would weigh alike); without, its content changes nothing."""
+    from sicsrec.ranking import top_items
+
+    dm = SequenceDataModule(
+        str(generated), max_len=10, batch_size=256, features=str(features), cold_items=0.1, cold_seed=0
+    )
+    dm.setup("test")
+    model = method_model(stage1_checkpoint, dm, cold_neighbours=cold_neighbours).eval()
+    new = int(dm.held_out_items[0])
+    batch = next(iter(dm.test_dataloader()))
+    user = next(r for r in range(len(batch["input"])) if new not in batch["history"][r].tolist())
+
+    def ranked(content_of: int | None) -> tuple[list[int], torch.Tensor]:
+        if content_of is not None:
+            model.features_text[new] = model.features_text[content_of]
+        model.on_predict_epoch_start()  # the content table is computed again
+        with torch.no_grad():
+            out = model.predict_step(batch, 0)
+        return top_items(out["scores"], out["history"], 10)[user][0], out["scores"][user]
+
+    top, scores = ranked(None)
+    seen = model.seen_items
+    best = next(i for i in top if seen[i])
+    order = [i for i in scores.argsort().tolist() if seen[i] and i not in batch["history"][user].tolist()]
+    worst = order[0]
+    assert not seen[new] and seen[best] and seen[worst]
+    with_best, _ = ranked(best)
+    with_worst, _ = ranked(worst)
+    if cold_neighbours:
+        assert new in with_best and new not in with_worst
+    else:
+        assert (new in with_best) == (new in with_worst) == (new in top)

@@ -9,10 +9,11 @@ position tables, embedding LayerNorms, content projections). Loss: cross-entropy
 on the user vector (see ``head``).
 
 An item no user's training part holds (a new upload, a held-out item) has an ID row that training
-never fitted: with ``item_content`` the method head scores it through its content, and with
-``unseen_negatives: false`` it is no negative of the training softmax, so training does not learn
-to bury it. Both are off in the shipped configs: on Bili_Food they did not yet rank cold targets
-(docs/results.md §8).
+never fitted. The shipped model lets it borrow one (``cold_neighbours``): the content-weighted
+mean of the rows of the seen items whose content is closest to its own, so it is ranked through
+its content on the scale of the fitted rows, and it is no negative of the training softmax.
+Two other levers (``item_content``, ``unseen_negatives: false`` alone) are off in the shipped
+configs: on Bili_Food they ranked no cold target (docs/results.md §8).
 
 A stage-2 checkpoint holds only what stage 2 trained, and names its stage-1 checkpoint by path
 and SHA-256; loading it rebuilds the stage-1 model from that file first (and refuses another one).
@@ -142,6 +143,11 @@ class Stage2Module(FeatureTable, RecommenderModule):
         content alone, as a never-seen item is), so the content map learns to rank on its own.
     unseen_negatives: items with no training occurrence are negatives of the training softmax
         (as in stage 1); ``false``: they are left out of it (their scores are -inf in training).
+    cold_neighbours: k > 0: an item with no training occurrence borrows its ID row (the ID half of
+        an ensemble's) from the k seen items with the closest content vectors, weighted by the
+        softmax of their cosines over ``content_temperature``, and is left out of the training
+        softmax (its row is made of seen items' rows, which must not be pushed down through it);
+        0: its own, never-fitted row.
     contrastive_weight: weight of the content-aware contrastive loss (α of the paper).
     content_temperature: τ of the contrastive loss (content-vector similarities, as in stage 1).
     use_decoder, use_contrastive: ablation switches.
@@ -168,6 +174,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
         item_content: bool = False,
         id_row_dropout: float = 0.1,
         unseen_negatives: bool = True,
+        cold_neighbours: int = 5,
         contrastive_weight: float = 0.2,
         content_temperature: float = 0.05,
         use_decoder: bool = True,
@@ -241,6 +248,8 @@ class Stage2Module(FeatureTable, RecommenderModule):
             item_dropout,
             content_to_items,
             h.id_row_dropout,
+            h.cold_neighbours,
+            h.content_temperature,
         )
 
     def _pretrained_encoders(self) -> tuple[AttributeDict, nn.Module, nn.Module]:
@@ -347,7 +356,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
         content = self.content_table(self.network.content_encoder)
         users = self.network(batch["input"], content, all_positions=True)[mask]
         scores = self.score_items(users, content)
-        if not h.unseen_negatives and self.seen_items is not None:
+        if (not h.unseen_negatives or h.cold_neighbours > 0) and self.seen_items is not None:
             scores = scores.masked_fill(~self.seen_items, float("-inf"))  # targets are always seen
         losses = stage2_objective(
             targets,

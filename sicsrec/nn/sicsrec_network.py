@@ -23,6 +23,11 @@ class SICSRecNetwork(nn.Module):
     content map learns to rank an item on its own. ``head="ensemble"``: ``[ID part ; content
     part]`` scored against ``[ID table ; content table]``.
 
+    With ``cold_neighbours`` k > 0, an item no training part holds borrows its ID row from the k
+    seen items whose content vectors are closest to its own (weights: softmax of the cosines over
+    ``neighbour_temperature``): its row is then on the scale of the fitted rows, so a new item
+    that looks like what the user is likely to watch next ranks like those items do.
+
     Args:
         id_encoder, content_encoder: the stage-1 sequence encoders (ID: ``encoder(items)`` and an
             ``item_embedding``; content: ``encoder(items, content_table)``).
@@ -32,6 +37,8 @@ class SICSRecNetwork(nn.Module):
         item_dropout: dropout on the ID item table in training.
         content_to_items: content vector → ID-table space (method head), or None: ID rows only.
         id_row_dropout: share of items scored through content alone in a training step.
+        cold_neighbours: how many seen items a never-seen item borrows its ID row from (0: none).
+        neighbour_temperature: τ of the softmax over their content cosines.
     """
 
     def __init__(
@@ -44,25 +51,41 @@ class SICSRecNetwork(nn.Module):
         item_dropout: float = 0.0,
         content_to_items: nn.Module | None = None,
         id_row_dropout: float = 0.0,
+        cold_neighbours: int = 0,
+        neighbour_temperature: float = 0.05,
     ):
         super().__init__()
         self.id_encoder, self.content_encoder, self.decoder, self.fusion = id_encoder, content_encoder, decoder, fusion
         self.content_to_items = content_to_items
         self.head, self.item_dropout, self.id_row_dropout = head, item_dropout, id_row_dropout
+        self.cold_neighbours, self.neighbour_temperature = cold_neighbours, neighbour_temperature
 
     def item_table(self, content: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
         """What user vectors are scored against, given the content table ``content`` and which items
         occur in training (``seen``, (num_items + 1,) bool; None: all): the ID item table (+ the
         mapped content vectors), or ``[ID table ; content table]`` (``ensemble``)."""
         table = F.dropout(self.id_encoder.item_embedding.weight, self.item_dropout, self.training)
-        if self.head == "ensemble":
-            return torch.cat([table, content], dim=-1)
-        if self.content_to_items is None:
+        if self.head == "method" and self.content_to_items is not None:
+            keep = torch.ones(len(table), 1, dtype=torch.bool, device=table.device) if seen is None else seen[:, None]
+            if self.training and self.id_row_dropout > 0:
+                keep = keep & (torch.rand(len(table), 1, device=table.device) >= self.id_row_dropout)
+            table = table * keep + self.content_to_items(content)
+        if self.cold_neighbours > 0 and seen is not None:
+            table = self.borrowed_rows(table, content, seen)
+        return torch.cat([table, content], dim=-1) if self.head == "ensemble" else table
+
+    def borrowed_rows(self, table: torch.Tensor, content: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+        """``table`` with each never-seen item's row (padding row 0 aside) replaced by the
+        content-similarity-weighted mean of its ``cold_neighbours`` nearest seen items' rows."""
+        new = (~seen).nonzero().squeeze(1)
+        new, old = new[new > 0], seen.nonzero().squeeze(1)
+        if len(new) == 0 or len(old) == 0:
             return table
-        keep = torch.ones(len(table), 1, dtype=torch.bool, device=table.device) if seen is None else seen[:, None]
-        if self.training and self.id_row_dropout > 0:
-            keep = keep & (torch.rand(len(table), 1, device=table.device) >= self.id_row_dropout)
-        return table * keep + self.content_to_items(content)
+        unit = F.normalize(content, dim=-1)
+        cosines, nearest = (unit[new] @ unit[old].T).topk(min(self.cold_neighbours, len(old)), dim=1)
+        weights = torch.softmax(cosines / self.neighbour_temperature, dim=1)
+        borrowed = (weights[..., None] * table[old[nearest]]).sum(1)
+        return table.index_copy(0, new, borrowed.to(table.dtype))
 
     def forward(self, items: torch.Tensor, content: torch.Tensor, all_positions: bool = False) -> torch.Tensor:
         """User vectors: at every position (B, L, D) or each row's last real one (B, D)."""
