@@ -26,7 +26,8 @@ class SICSRecNetwork(nn.Module):
     With ``cold_neighbours`` k > 0, an item no training part holds borrows its ID row from the k
     seen items whose content vectors are closest to its own (weights: softmax of the cosines over
     ``neighbour_temperature``): its row is then on the scale of the fitted rows, so a new item
-    that looks like what the user is likely to watch next ranks like those items do.
+    that looks like what the user is likely to watch next ranks like those items do. (Training
+    leaves such items out of its softmax, so their rows are borrowed outside training only.)
 
     Args:
         id_encoder, content_encoder: the stage-1 sequence encoders (ID: ``encoder(items)`` and an
@@ -70,8 +71,8 @@ class SICSRecNetwork(nn.Module):
             if self.training and self.id_row_dropout > 0:
                 keep = keep & (torch.rand(len(table), 1, device=table.device) >= self.id_row_dropout)
             table = table * keep + self.content_to_items(content)
-        if self.cold_neighbours > 0 and seen is not None:
-            table = self.borrowed_rows(table, content, seen)
+        if self.cold_neighbours > 0 and seen is not None and not self.training:
+            table = self.borrowed_rows(table, content, seen)  # in training such items are no candidates
         return torch.cat([table, content], dim=-1) if self.head == "ensemble" else table
 
     def borrowed_rows(self, table: torch.Tensor, content: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
