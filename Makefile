@@ -10,8 +10,8 @@ install:
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[test]'
 	$(BIN)/python -c "import torch, torchvision, lightning, timm, transformers, peft; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| lightning', lightning.__version__)"
 
-test: lint
-	$(BIN)/python -m pytest -q
+test: lint  # two workers (the CI machine's two cores), each test file on one of them
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint:  # ruff's rules and format, configured in pyproject.toml
 	$(BIN)/ruff check .

@@ -8,10 +8,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 NINEREC = REPO.parent / "shared" / "data" / "ninerec"
 
-# Two threads: the CI machine's two vCPUs (in-process training runs about twice as fast as on one).
+# Two threads: the CI machine's two vCPUs (in-process training runs about twice as fast as on one);
+# one per worker when `make test` runs two pytest workers (pytest-xdist), which share those vCPUs.
 # Tests that compare a run in this process with one in a subprocess started with OMP_NUM_THREADS=1
 # run theirs inside ``one_thread()``: the same arithmetic, bit for bit.
-THREADS = min(2, os.cpu_count() or 1)
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1)
 torch.set_num_threads(THREADS)
 
 
