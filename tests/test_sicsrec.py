@@ -301,6 +301,36 @@ def test_method_head_trains_the_item_parts_and_not_the_transformer_weights(
     assert sum(buckets) == len(dm.sequences), buckets  # every user in exactly one warm/cold bucket
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+def test_new_parts_lr_steps_what_stage2_adds_at_its_own_rate_and_stage1_parts_at_the_optimizers(
+    generated, features, stage1_checkpoint
+):
+    """LoRA, decoder and fusion get ``new_parts_lr``, the parts trained in stage 1 the optimizer's
+    rate — and one Adam step (about lr · sign(grad)) moves them by those rates."""
+    dm = datamodule(generated, features)
+    dm.setup("fit")
+    L.seed_everything(0, verbose=False)
+    model = method_model(
+        stage1_checkpoint, dm, new_parts_lr=1e-2, optimizer=lambda params: torch.optim.Adam(params, lr=1e-4)
+    ).train()
+    with torch.no_grad():  # a fusion map that is not zero, as after some training: the decoder gets gradients
+        model.network.fusion.delta.weight.normal_(0.0, 0.05)
+    optimizer = model.configure_optimizers()
+    lr = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    added = {n for n in trained if "lora_" in n or n.startswith(("network.decoder.", "network.fusion."))}
+    assert added and {lr[id(trained[n])] for n in added} == {1e-2}
+    assert {lr[id(p)] for n, p in trained.items() if n not in added} == {1e-4}  # item table, positions, …
+    before = {n: p.detach().clone() for n, p in trained.items()}
+    model.training_step(next(iter(dm.train_dataloader())), 0).backward()
+    optimizer.step()
+    step = {n: (p.detach() - before[n]).abs().max().item() for n, p in trained.items()}
+    assert step["network.decoder.layers.0.feed_forward.dense_in.weight"] == pytest.approx(1e-2, rel=0.05)
+    assert step["network.id_encoder.item_embedding.weight"] == pytest.approx(1e-4, rel=0.05)
+    plain = method_model(stage1_checkpoint, dm, optimizer=lambda params: torch.optim.Adam(params, lr=1e-4))
+    assert {g["lr"] for g in plain.configure_optimizers().param_groups} == {1e-4}  # null: one rate for all
+
+
 def test_one_stage_training_trains_every_part_and_rebuilds_from_its_own_checkpoint(generated, features, tmp_path):
     """The "no stage 2" ablation: no stage-1 checkpoint, fresh encoders trained in full (no LoRA)."""
     L.seed_everything(0, verbose=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -61,13 +63,20 @@ def check_finite(module: L.LightningModule, loss: torch.Tensor) -> None:
     )
 
 
-def parameter_groups(module: nn.Module) -> list[dict]:
-    """Trainable parameters in two groups: weight decay applies to weights, not to biases and norms."""
-    decay, no_decay = [], []
+def parameter_groups(module: nn.Module, lr_of: Callable[[str], float | None] | None = None) -> list[dict]:
+    """Trainable parameters grouped so that weight decay applies to weights, not to biases and norms
+    (always these two groups first) and, with ``lr_of`` (parameter name → its learning rate, None:
+    the optimizer's), by learning rate."""
+    groups: dict[tuple[bool, float | None], list] = {(False, None): [], (True, None): []}
     for name, p in module.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 or name.endswith(".bias") else decay).append(p)
-    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+            no_decay = p.ndim < 2 or name.endswith(".bias")
+            groups.setdefault((no_decay, lr_of(name) if lr_of else None), []).append(p)
+    return [
+        {"params": params, **({"weight_decay": 0.0} if no_decay else {}), **({"lr": lr} if lr is not None else {})}
+        for (no_decay, lr), params in groups.items()
+        if params or lr is None
+    ]
 
 
 class RecommenderModule(L.LightningModule):
@@ -222,8 +231,12 @@ class RecommenderModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_metrics(self.test_metrics, "test")
 
+    def parameter_lr(self, name: str) -> float | None:
+        """A parameter's own learning rate; None: the optimizer's (every parameter, unless a stage says)."""
+        return None
+
     def configure_optimizers(self):
-        optimizer = self.optimizer(parameter_groups(self))
+        optimizer = self.optimizer(parameter_groups(self, self.parameter_lr))
         if self.scheduler is None:
             return optimizer
         return {

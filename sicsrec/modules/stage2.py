@@ -150,6 +150,8 @@ class Stage2Module(FeatureTable, RecommenderModule):
         0: its own, never-fitted row.
     contrastive_weight: weight of the content-aware contrastive loss (α of the paper).
     content_temperature: τ of the contrastive loss (content-vector similarities, as in stage 1).
+    new_parts_lr: learning rate of what stage 2 adds — LoRA adapters, decoder, fusion, the content
+        map — while the parts trained in stage 1 keep the optimizer's; ``null``: one rate for all.
     use_decoder, use_contrastive: ablation switches.
     compile: ``torch.compile`` the encoders, decoder and fusion.
     protocol, optimizer, scheduler: as in stage 1.
@@ -177,6 +179,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
         cold_neighbours: int = 5,
         contrastive_weight: float = 0.2,
         content_temperature: float = 0.05,
+        new_parts_lr: float | None = None,
         use_decoder: bool = True,
         use_contrastive: bool = True,
         feature_dims: dict[str, int] | None = None,
@@ -300,6 +303,12 @@ class Stage2Module(FeatureTable, RecommenderModule):
         super().bind_features(datamodule)
         # which items occur in some user's training part: data, like the features
         self.seen_items = datamodule.train_item_counts().to(self.device) > 0
+
+    def parameter_lr(self, name: str) -> float | None:
+        if self.hparams.new_parts_lr is None or self.hparams.stage1_checkpoint is None:
+            return None
+        from_stage1 = name.startswith(("network.id_encoder.", "network.content_encoder.")) and "lora_" not in name
+        return None if from_stage1 else self.hparams.new_parts_lr
 
     def networks(self) -> list:
         net = self.network
