@@ -1,7 +1,7 @@
 """The three-set runs and Bili_Food's stage-2 levers (issues "Stage 2 that learns" and "New
 items", docs/results.md §9) as one job list: many `sicsrec` processes side by side on one GPU,
 in priority order, each stage 2 after its stage 1, each `ninerec` test after its fit. Every job
-is one `sicsrec fit`/`test` line (printed to runs/sweep_logs/<job>.log's command in the summary).
+is one `sicsrec fit`/`test` line, written as the first line of runs/sweep_logs/<job>.log.
 
 Layout it reads (an ignored folder ``.gpu/`` carried to the GPU machine, which sees only the repo):
   .gpu/ninerec/<Set>/             copies of ../shared/data/ninerec/<Set>
