@@ -150,7 +150,7 @@ def request():
 def test_openai_judge_retries_5xx_and_timeouts_then_answers():
     server = ChatServer(["500", "sleep"])
     try:
-        judge = OpenAIJudge(server.url, "m", api_key_env=None, retries=3, timeout=0.3, backoff=0.01, concurrency=1)
+        judge = OpenAIJudge(server.url, "m", api_key_env=None, retries=3, timeout=0.5, backoff=0.01, concurrency=1)
         assert judge([request()]) == [LINES[0]]
         assert server.calls == 3
     finally:
