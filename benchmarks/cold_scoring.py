@@ -48,9 +48,9 @@ def main() -> None:
             for split, loader in (("valid", dm.val_dataloader()), ("test", dm.test_dataloader()))
         }
 
-        def mean_rows(k: int, tau: float):
-            weights = torch.softmax(cosines[:, :k] / tau, dim=1)
-            rows = (weights[..., None] * table[old[nearest[:, :k]]]).sum(1)
+        def mean_rows(k: int, tau: float):  # the model's own borrowing, with other k and τ
+            model.network.cold_neighbours, model.network.neighbour_temperature = k, tau
+            rows = model.network.borrowed_rows(table, content, model.seen_items)[new]
             return lambda users, scores: item_scores(users, rows, *model.scoring())
 
         def best_neighbour(k: int, margin: float):
