@@ -219,3 +219,63 @@ class ValidateStartingPoint(L.Callback):
                 set_early_stopping_best(callback, score)
         shown = {k: round(float(v), 4) for k, v in values.items() if k.endswith(("hr@10", "ndcg@10"))}
         rank_zero_info(f"starting point, before training: {shown}")
+
+
+class KeepEachEncoderBest(L.Callback):
+    """Stage 1 trains its two encoders apart, and they peak at different epochs (on the Bili sets
+    the ID encoder early, the content encoder late), while early stopping and the best checkpoint
+    follow their mean. This keeps each encoder's weights from the epoch of its own best validation
+    value and, when the fit ends, writes them together as one stage-1 checkpoint beside the best
+    one — a start for stage 2 (``stage1_checkpoint: …/checkpoints/each_encoder_best.ckpt``), not a
+    point to resume from.
+
+    Args:
+        metric: what each encoder is judged by, logged as ``valid/<encoder>/<metric>``.
+        mode: ``max`` or ``min``.
+        filename: the file written into the best checkpoint's folder.
+    """
+
+    ENCODERS = ("id", "content")
+
+    def __init__(self, metric: str = "hr@10", mode: str = "max", filename: str = "each_encoder_best.ckpt"):
+        if mode not in ("max", "min"):
+            raise ValueError(f"KeepEachEncoderBest: mode must be max or min, not {mode!r}")
+        self.metric, self.mode, self.filename = metric, mode, filename
+        self.best: dict[str, dict] = {}  # encoder -> {"value", "epoch", "weights"}; resumes with the run
+
+    def state_dict(self) -> dict:
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best = state_dict["best"]
+
+    def on_validation_end(self, trainer, module) -> None:
+        if trainer.sanity_checking:
+            return
+        for name in self.ENCODERS:
+            value = trainer.callback_metrics.get(f"valid/{name}/{self.metric}")
+            if value is None:
+                continue
+            value, old = float(value), self.best.get(name)
+            if old is None or (value > old["value"] if self.mode == "max" else value < old["value"]):
+                prefix = f"{name}_encoder."
+                weights = {k: v.detach().cpu().clone() for k, v in module.state_dict().items() if k.startswith(prefix)}
+                self.best[name] = {"value": value, "epoch": trainer.current_epoch, "weights": weights}
+
+    def path(self, trainer) -> Path:
+        folder = getattr(trainer.checkpoint_callback, "dirpath", None)
+        return Path(folder or Path(trainer.default_root_dir) / "checkpoints") / self.filename
+
+    def on_fit_end(self, trainer, module) -> None:
+        from lightning.pytorch.utilities import rank_zero_info
+
+        if not self.best:
+            return
+        now = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        for best in self.best.values():
+            module.load_state_dict(best["weights"], strict=False)
+        path = self.path(trainer)
+        trainer.save_checkpoint(path)  # atomic (Lightning writes aside and moves)
+        module.load_state_dict(now)
+        epochs = ", ".join(f"{name} encoder epoch {b['epoch']} ({b['value']:.4f})" for name, b in self.best.items())
+        rank_zero_info(f"each encoder at its own best valid/<encoder>/{self.metric}: {epochs} -> {path}")

@@ -612,3 +612,49 @@ def test_predict_ranks_a_never_seen_item_through_its_content(generated, features
         assert new in with_best and new not in with_worst
     else:
         assert (new in with_best) == (new in with_worst) == (new in top)
+
+
+def test_keep_each_encoder_best_writes_each_encoder_from_its_own_best_epoch(generated, features, tmp_path):
+    """Stage 1's two encoders peak at different epochs; the file ``KeepEachEncoderBest`` writes holds
+    the ID encoder's weights from the epoch of its best valid/id/hr@10 and the content encoder's from
+    the epoch of its own best (both recorded here after every validation), and the method head
+    started from that file validates at the ID encoder's best value."""
+    from sicsrec.callbacks import KeepEachEncoderBest
+
+    class Record(L.Callback):
+        def __init__(self):
+            self.rows = []
+
+        def on_validation_end(self, trainer, module):
+            if not trainer.sanity_checking:
+                m = trainer.callback_metrics
+                weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
+                self.rows.append((float(m["valid/id/hr@10"]), float(m["valid/content/hr@10"]), weights))
+
+    L.seed_everything(1, verbose=False)
+    record, keep = Record(), KeepEachEncoderBest()
+    trainer = L.Trainer(
+        max_epochs=6,
+        reload_dataloaders_every_n_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[ModelCheckpoint(dirpath=tmp_path, monitor="valid/hr@10", mode="max", filename="best"), keep, record],
+    )
+    dm = datamodule(generated, features)
+    model = Stage1Module(use_content=True, **TINY, optimizer=lambda p: torch.optim.Adam(p, lr=0.01))
+    trainer.fit(model, dm)
+    rows = record.rows
+    best_id = max(range(len(rows)), key=lambda i: rows[i][0])  # the first epoch of the maximum
+    best_content = max(range(len(rows)), key=lambda i: rows[i][1])
+    assert best_id != best_content, "the scenario needs encoders that peak at different epochs"
+    saved = torch.load(tmp_path / "each_encoder_best.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    for prefix, epoch in (("id_encoder.", best_id), ("content_encoder.", best_content)):
+        keys = [k for k in saved if k.startswith(prefix)]
+        assert keys and all(torch.equal(saved[k], rows[epoch][2][k]) for k in keys)
+        assert any(not torch.equal(saved[k], rows[-1][2][k]) for k in keys) or epoch == len(rows) - 1
+    start = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).validate(
+        Stage2Module(str(tmp_path / "each_encoder_best.ckpt")), dm, verbose=False
+    )[0]
+    assert start["valid/hr@10"] == pytest.approx(rows[best_id][0], abs=1e-6)
