@@ -6,7 +6,10 @@ An item that occurs in no user's training part has an ID row training never fitt
 model lets it borrow the content-weighted mean of its ``cold_neighbours`` nearest seen items' rows
 (``mean k τ``). This script scores the same checkpoint's users against other choices for those
 items only — the mean over k neighbours at temperature τ, or the best score among its k nearest
-seen neighbours minus a margin δ (``max k -δ``) — and prints, for validation and test, under the
+seen neighbours minus a margin δ (``max k -δ``), or a mixture that gives new items a share of the
+probability (``p(new j) = share · softmax(title similarity to the last item / τ)`` over the new
+items, the model's softmax times ``1 - share`` over the seen ones; τ fitted by likelihood on the
+training transitions, the share the validation targets' or fixed) — and prints, for validation and test, under the
 ``recbole`` and ``ninerec`` protocols: HR@10 / NDCG@10, HR@10 on targets that occur in no training
 part (cold) and on the others (rest). Seen items keep their scores in every row.
 """
@@ -14,6 +17,8 @@ part (cold) and on the others (rest). Seen items keep their scores in every row.
 from __future__ import annotations
 
 import argparse
+import math
+import re
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="a stage-2 run folder (its config.yaml and best checkpoint)")
     parser.add_argument("--ckpt_path", default=None)
+    parser.add_argument("--only", default="", help="score only the choices whose name matches this regular expression")
     args = parser.parse_args()
     torch.set_num_threads(2)
     recommender = Recommender.load(args.run, args.ckpt_path)
@@ -44,23 +50,43 @@ def main() -> None:
         new = new[new > 0]
         cosines, nearest = (unit[new] @ unit[old].T).topk(20, dim=1)
         splits = {
-            split: [(model.user_vectors(b), b["target"], b["history"]) for b in loader]
+            split: [(model.user_vectors(b), b["target"], b["history"], last_items(b["input"])) for b in loader]
             for split, loader in (("valid", dm.val_dataloader()), ("test", dm.test_dataloader()))
         }
+        titles = F.normalize(dm.item_features()[0]["text"].float(), dim=-1)
+        similarity = titles @ titles.T  # raw title features, as benchmarks/title_similarity.py
+        similarity[0] = similarity[:, 0] = float("-inf")
+        tau_t = fitted_temperature(similarity, dm.train_transition_counts(), seen)
+        valid_targets = torch.cat([t for _, t, _, _ in splits["valid"]])
+        valid_new = float((~model.seen_items[valid_targets]).float().mean())
+        print(f"title temperature fitted on training transitions: {tau_t}; new targets in validation: {valid_new:.4f}")
 
         def mean_rows(k: int, tau: float):  # the model's own borrowing, with other k and τ
             model.network.cold_neighbours, model.network.neighbour_temperature = k, tau
             rows = model.network.borrowed_rows(table, content, model.seen_items)[new]
-            return lambda users, scores: item_scores(users, rows, *model.scoring())
+            return lambda users, scores, last: item_scores(users, rows, *model.scoring())
 
         def best_neighbour(k: int, margin: float):
-            return lambda users, scores: scores[:, old[nearest[:, :k]]].amax(-1) - margin
+            return lambda users, scores, last: scores[:, old[nearest[:, :k]]].amax(-1) - margin
+
+        def mixture(share: float):  # p(new j) = share · q(j), p(seen i) = (1 - share) · softmax(scores)_i
+            def score(users, scores, last):
+                sim = similarity[last][:, new].clone()
+                sim[new.unsqueeze(0) == last.unsqueeze(1)] = float("-inf")  # never the last item itself
+                q = (sim / tau_t).log_softmax(-1)
+                normaliser = scores[:, old].logsumexp(-1, keepdim=True)
+                return normaliser + math.log(share / (1 - share)) + q
+
+            return score
 
         choices = {"own rows (cold_neighbours 0)": None}
         choices.update(
             {f"mean k{k} τ{tau}": mean_rows(k, tau) for k, tau in ((1, 1.0), (3, 0.05), (5, 0.05), (10, 0.05))}
         )
         choices.update({f"max k{k} -{d}": best_neighbour(k, d) for k in (1, 3, 5) for d in (0.0, 1.0, 2.0)})
+        shares = {"validation's": valid_new, "0.01": 0.01, "0.05": 0.05, "0.1": 0.1}
+        choices.update({f"mixture, new-item share {name}": mixture(v) for name, v in shares.items()})
+        choices = {k: v for k, v in choices.items() if re.search(args.only, k) or v is None}
         head = " | ".join(f"{s} {p}: HR/NDCG, cold, rest" for s in splits for p in ("recbole", "ninerec"))
         print(f"| scoring of never-seen items | {head} |")
         print("|---|" + "---|" * 4)
@@ -69,10 +95,10 @@ def main() -> None:
             for batches in splits.values():
                 for protocol in ("recbole", "ninerec"):
                     ranks, targets = [], []
-                    for users, target, history in batches:
+                    for users, target, history, last in batches:
                         scores = item_scores(users, table, *model.scoring())
                         if fn is not None:
-                            scores[:, new] = fn(users, scores)
+                            scores[:, new] = fn(users, scores, last)
                         ranks.append(target_ranks(scores, target, history if protocol == "ninerec" else None))
                         targets.append(target)
                     r, cold = torch.cat(ranks), ~model.seen_items[torch.cat(targets)]
@@ -80,6 +106,27 @@ def main() -> None:
                     hr, ndcg = 100 * m["hr@10"], 100 * m["ndcg@10"]
                     cells.append(f"{hr:.2f} / {ndcg:.2f}, {100 * mc['hr@10']:.2f}, {100 * mr['hr@10']:.2f}")
             print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+
+
+def last_items(inputs: torch.Tensor) -> torch.Tensor:
+    return inputs[torch.arange(len(inputs)), (inputs > 0).sum(1).clamp(min=1) - 1]
+
+
+def fitted_temperature(similarity: torch.Tensor, transitions: torch.Tensor, seen: torch.Tensor) -> float:
+    """The τ under which softmax(title similarity / τ) over the seen items best predicts the next
+    item of each training transition (maximum likelihood on a grid): how sharp title similarity
+    is, learnt without any validation or test target."""
+    a, b = transitions.nonzero(as_tuple=True)
+    weight = transitions[a, b]
+    sim = similarity[a][:, seen].clone()
+    sim[seen.nonzero().squeeze(1).unsqueeze(0) == a.unsqueeze(1)] = float("-inf")
+    rank_of = torch.full((len(seen),), -1, dtype=torch.long)
+    rank_of[seen] = torch.arange(int(seen.sum()))
+    grid = (0.01, 0.02, 0.03, 0.05, 0.1, 0.2)
+    likelihood = [
+        float((weight * (sim / t).log_softmax(-1).gather(1, rank_of[b].unsqueeze(1)).squeeze(1)).sum()) for t in grid
+    ]
+    return grid[max(range(len(grid)), key=likelihood.__getitem__)]
 
 
 if __name__ == "__main__":
