@@ -17,20 +17,17 @@ are always ``ensemble-seedN``).
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
-from sicsrec.report import svg_lines
+from sicsrec.report import svg_lines, validation_curve
 
 
-def read_curve(path: Path, key: str) -> tuple[float | None, list[float]]:
-    """``(start, per-epoch values)`` of ``key`` in a run's metrics.csv; start is the validated
-    starting point (``start/<key>``) when the run has one."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    start = next((float(r[f"start/{key}"]) for r in rows if r.get(f"start/{key}")), None)
-    by_epoch = {int(r["epoch"]): float(r[key]) for r in rows if r.get(key)}
-    return start, [by_epoch[e] for e in sorted(by_epoch)]
+def read_curve(path: Path, view: str) -> tuple[float | None, list[float]]:
+    """``(start, per-epoch values)`` of a run's validation HR@10 (``view``: "", "id" or "content");
+    start is the validated starting point when the run has one."""
+    curve = validation_curve(path, view)
+    start = next((v for epoch, v in curve if epoch == -1), None)
+    return start, [v for epoch, v in curve if epoch >= 0]
 
 
 def mean(values: list[float]) -> float:
@@ -61,15 +58,13 @@ def main() -> None:
     for name in args.sets:
         root = Path(args.folder) / name
         s1 = {
-            v: [read_curve(root / "stage1" / version(n) / "metrics.csv", f"valid/{v}/hr@10")[1] for n in args.seeds]
+            v: [read_curve(root / "stage1" / version(n) / "metrics.csv", v)[1] for n in args.seeds]
             for v in ("id", "content")
         }
-        kept = [read_curve(root / "stage1" / version(n) / "metrics.csv", "valid/hr@10")[1] for n in args.seeds]
+        kept = [read_curve(root / "stage1" / version(n) / "metrics.csv", "")[1] for n in args.seeds]
         kept_epoch = [max(range(len(c)), key=c.__getitem__) for c in kept]
-        method = [read_curve(root / "stage2" / version(n) / "metrics.csv", "valid/hr@10") for n in args.seeds]
-        ensemble = [
-            read_curve(root / "stage2" / f"ensemble-seed{n}" / "metrics.csv", "valid/hr@10") for n in args.seeds
-        ]
+        method = [read_curve(root / "stage2" / version(n) / "metrics.csv", "") for n in args.seeds]
+        ensemble = [read_curve(root / "stage2" / f"ensemble-seed{n}" / "metrics.csv", "") for n in args.seeds]
         cells = []
         for v in ("id", "content"):
             best = [max(range(len(c)), key=c.__getitem__) for c in s1[v]]
