@@ -252,19 +252,15 @@ class KeepEachEncoderBest(L.Callback):
     def on_validation_end(self, trainer, module) -> None:
         if trainer.sanity_checking:
             return
+        state = module.state_dict()
         for name in self.ENCODERS:
             value = trainer.callback_metrics.get(f"valid/{name}/{self.metric}")
             if value is None:
                 continue
             value, old = float(value), self.best.get(name)
             if old is None or (value > old["value"] if self.mode == "max" else value < old["value"]):
-                prefix = f"{name}_encoder."
-                weights = {k: v.detach().cpu().clone() for k, v in module.state_dict().items() if k.startswith(prefix)}
+                weights = {k: v.detach().cpu().clone() for k, v in state.items() if k.startswith(f"{name}_encoder.")}
                 self.best[name] = {"value": value, "epoch": trainer.current_epoch, "weights": weights}
-
-    def path(self, trainer) -> Path:
-        folder = getattr(trainer.checkpoint_callback, "dirpath", None)
-        return Path(folder or Path(trainer.default_root_dir) / "checkpoints") / self.filename
 
     def on_fit_end(self, trainer, module) -> None:
         from lightning.pytorch.utilities import rank_zero_info
@@ -274,7 +270,8 @@ class KeepEachEncoderBest(L.Callback):
         now = {k: v.detach().clone() for k, v in module.state_dict().items()}
         for best in self.best.values():
             module.load_state_dict(best["weights"], strict=False)
-        path = self.path(trainer)
+        folder = getattr(trainer.checkpoint_callback, "dirpath", None)
+        path = Path(folder or Path(trainer.default_root_dir) / "checkpoints") / self.filename
         trainer.save_checkpoint(path)  # atomic (Lightning writes aside and moves)
         module.load_state_dict(now)
         epochs = ", ".join(f"{name} encoder epoch {b['epoch']} ({b['value']:.4f})" for name, b in self.best.items())
