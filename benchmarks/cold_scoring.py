@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from sicsrec.evaluation import metrics_from_ranks, target_ranks
+from sicsrec.nn.attention import last_index
 from sicsrec.nn.losses import item_scores
 from sicsrec.serving import Recommender
 
@@ -109,7 +110,7 @@ def main() -> None:
 
 
 def last_items(inputs: torch.Tensor) -> torch.Tensor:
-    return inputs[torch.arange(len(inputs)), (inputs > 0).sum(1).clamp(min=1) - 1]
+    return inputs[torch.arange(len(inputs)), last_index(inputs)]
 
 
 def fitted_temperature(similarity: torch.Tensor, transitions: torch.Tensor, seen: torch.Tensor) -> float:
