@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from sicsrec.evaluation import metrics_from_ranks, target_ranks
-from sicsrec.nn.attention import last_index
+from sicsrec.nn.attention import last_items
 from sicsrec.nn.losses import item_scores
 from sicsrec.serving import Recommender
 
@@ -107,10 +107,6 @@ def main() -> None:
                     hr, ndcg = 100 * m["hr@10"], 100 * m["ndcg@10"]
                     cells.append(f"{hr:.2f} / {ndcg:.2f}, {100 * mc['hr@10']:.2f}, {100 * mr['hr@10']:.2f}")
             print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
-
-
-def last_items(inputs: torch.Tensor) -> torch.Tensor:
-    return inputs[torch.arange(len(inputs)), last_index(inputs)]
 
 
 def fitted_temperature(similarity: torch.Tensor, transitions: torch.Tensor, seen: torch.Tensor) -> float:

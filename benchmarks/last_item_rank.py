@@ -16,6 +16,7 @@ import argparse
 import torch
 
 from sicsrec.evaluation import metrics_from_ranks, target_ranks
+from sicsrec.nn.attention import last_items
 from sicsrec.serving import Recommender
 
 
@@ -40,7 +41,7 @@ def main() -> None:
             for batch in loader:
                 scores = model.score(batch)
                 inputs = batch["input"]
-                last = inputs[torch.arange(len(inputs)), (inputs > 0).sum(1).clamp(min=1) - 1]
+                last = last_items(inputs)
                 top = scores.topk(10).indices
                 first += int((top[:, 0] == last).sum())
                 in_top += int((top == last[:, None]).any(1).sum())

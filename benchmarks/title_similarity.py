@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from sicsrec.data.datamodule import SequenceDataModule
 from sicsrec.evaluation import HELD_OUT_GROUPS, TARGET_BUCKETS, evaluate, popularity_scorer
+from sicsrec.nn.attention import last_items
 
 
 def title_similarity_scorer(features: torch.Tensor):
@@ -27,7 +28,7 @@ def title_similarity_scorer(features: torch.Tensor):
 
     def score(batch):
         inputs = batch["input"]
-        last = inputs[torch.arange(len(inputs)), (inputs > 0).sum(1).clamp(min=1) - 1]
+        last = last_items(inputs)
         scores = unit[last] @ unit.T
         scores[torch.arange(len(last)), last] = float("-inf")
         return scores

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
+from sicsrec.nn.attention import last_items
 from sicsrec.ranking import DEFAULT_KS, Protocol, metrics_from_ranks, target_ranks
 
 __all__ = [
@@ -121,7 +122,7 @@ def last_item_scorer(transitions: torch.Tensor, item_counts: torch.Tensor):
 
     def score(batch):
         inputs = batch["input"]
-        last = inputs[torch.arange(len(inputs)), (inputs > 0).sum(1).clamp(min=1) - 1]
+        last = last_items(inputs)
         return transitions[last] + tie_break
 
     return score

@@ -94,6 +94,11 @@ def last_index(items: torch.Tensor) -> torch.Tensor:
     return (items > 0).sum(1).clamp(min=1) - 1
 
 
+def last_items(items: torch.Tensor) -> torch.Tensor:
+    """Each row's last real item (padding 0 for an empty row): what last-item baselines look at."""
+    return items[torch.arange(len(items), device=items.device), last_index(items)]
+
+
 def run_layers(layers: nn.ModuleList, h: torch.Tensor, items: torch.Tensor, last_only: bool) -> torch.Tensor:
     """Causal Transformer layers over (B, L, H); with ``last_only``, each row's last real state (B, H).
 
