@@ -7,6 +7,10 @@ For every user, rank all items by cosine similarity of their text features to th
 *training* item and measure recall@10 (and NDCG@10) of the user's *validation* item — an item
 the judge never saw. Reported for raw MiniLM features and for the aligned encoder, next to
 chance (10 / items) and to ranking by popularity.
+
+``--wordllama`` adds WordLlama's static token embeddings (``pip install wordllama==0.4.0.post1``: its
+wheel ships the 256-d weights, and its Llama-2 tokenizer reads the Chinese titles that MiniLM's
+English vocabulary mostly maps to [UNK]): a second offline text encoder to judge before any training.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ def main() -> None:
     parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data" / "ninerec"))
     parser.add_argument("--align-checkpoint", default=None)
     parser.add_argument("--text-column", default="en")
+    parser.add_argument("--wordllama", action="store_true", help="also WordLlama (256-d, weights in its wheel)")
     args = parser.parse_args()
 
     data = prepare(Path(args.data_root) / args.dataset)
@@ -55,9 +60,13 @@ def main() -> None:
 
         module = AlignModule.load_from_checkpoint(args.align_checkpoint, map_location="cpu", weights_only=False)
         encoders.append(("aligned (SFT)", module.merged_encoders()[0]))
-    for name, encoder in encoders:
-        feats = text_item_features(encoder, data, args.text_column)
-        table = torch.nn.functional.normalize(torch.from_numpy(np.array(feats.values)), dim=-1)
+    tables = [
+        (name, np.array(text_item_features(encoder, data, args.text_column).values)) for name, encoder in encoders
+    ]
+    if args.wordllama:
+        tables.append(("WordLlama l2_supercat 256-d", wordllama_table(data.titles_in(args.text_column))))
+    for name, values in tables:
+        table = torch.nn.functional.normalize(torch.from_numpy(values).float(), dim=-1)
         rows.append((name, evaluate(table[queries] @ table.T, queries, targets)))
 
     print(
@@ -67,6 +76,21 @@ def main() -> None:
     print("| features | recall@10 | NDCG@10 |\n|---|---:|---:|")
     for name, m in rows:
         print(f"| {name} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} |")
+
+
+def wordllama_table(titles: list[str]) -> np.ndarray:
+    """One row per item (row 0: padding) from the weights inside the installed wordllama wheel."""
+    try:
+        import wordllama
+    except ImportError:
+        raise SystemExit(
+            "--wordllama needs `pip install wordllama==0.4.0.post1` (its wheel ships the weights)"
+        ) from None
+    # The wheel keeps its tokenizer under tokenizers/, where load() looks only in its cache folder: point it there.
+    package = Path(wordllama.__file__).parent
+    model = wordllama.WordLlama.load(dim=256, cache_dir=package, disable_download=True)
+    vectors = np.asarray(model.embed(list(titles)), dtype=np.float32)
+    return np.concatenate([np.zeros((1, vectors.shape[1]), np.float32), vectors])
 
 
 if __name__ == "__main__":
