@@ -9,9 +9,11 @@ items only — the mean over k neighbours at temperature τ, or the best score a
 seen neighbours minus a margin δ (``max k -δ``), or a mixture that gives new items a share of the
 probability (``p(new j) = share · softmax(title similarity to the last item / τ)`` over the new
 items, the model's softmax times ``1 - share`` over the seen ones; τ fitted by likelihood on the
-training transitions, the share the validation targets' or fixed) — and prints, for validation and test, under the
-``recbole`` and ``ninerec`` protocols: HR@10 / NDCG@10, HR@10 on targets that occur in no training
-part (cold) and on the others (rest). Seen items keep their scores in every row.
+training transitions, the share the validation targets' or fixed), or a slot policy (``slots s``:
+the model's top 10 - s seen items, then the new items most similar to the last item, above a
+floor) — and prints, for validation and test, under the ``recbole`` and ``ninerec`` protocols:
+HR@10 / NDCG@10, HR@10 on targets that occur in no training
+part (cold) and on the others (rest). Seen items keep their scores in every row but the slots'.
 """
 
 from __future__ import annotations
@@ -65,18 +67,29 @@ def main() -> None:
         def mean_rows(k: int, tau: float):  # the model's own borrowing, with other k and τ
             model.network.cold_neighbours, model.network.neighbour_temperature = k, tau
             rows = model.network.borrowed_rows(table, content, model.seen_items)[new]
-            return lambda users, scores, last: item_scores(users, rows, *model.scoring())
+            return lambda users, scores, last, mask: item_scores(users, rows, *model.scoring())
 
         def best_neighbour(k: int, margin: float):
-            return lambda users, scores, last: scores[:, old[nearest[:, :k]]].amax(-1) - margin
+            return lambda users, scores, last, mask: scores[:, old[nearest[:, :k]]].amax(-1) - margin
 
         def mixture(share: float):  # p(new j) = share · q(j), p(seen i) = (1 - share) · softmax(scores)_i
-            def score(users, scores, last):
+            def score(users, scores, last, mask):
                 sim = similarity[last][:, new].clone()
                 sim[new.unsqueeze(0) == last.unsqueeze(1)] = float("-inf")  # never the last item itself
                 q = (sim / tau_t).log_softmax(-1)
                 normaliser = scores[:, old].logsumexp(-1, keepdim=True)
                 return normaliser + math.log(share / (1 - share)) + q
+
+            return score
+
+        def slots(count: int, floor: float):  # the model's top 10 - count seen items, then new items by similarity
+            def score(users, scores, last, mask):
+                sim = similarity[last][:, new].clone()
+                sim[new.unsqueeze(0) == last.unsqueeze(1)] = float("-inf")
+                ranked = scores if mask is None else scores.scatter(1, mask, float("-inf"))  # what the protocol ranks
+                top = ranked[:, old].topk(10 - count, dim=-1).indices
+                scores[torch.arange(len(scores)).unsqueeze(1), old[top]] += 1e4  # in place: above every new item
+                return torch.where(sim >= floor, 5e3 + sim, torch.full_like(sim, -1e4))
 
             return score
 
@@ -87,6 +100,8 @@ def main() -> None:
         choices.update({f"max k{k} -{d}": best_neighbour(k, d) for k in (1, 3, 5) for d in (0.0, 1.0, 2.0)})
         shares = {"validation's": valid_new, "0.01": 0.01, "0.05": 0.05, "0.1": 0.1}
         choices.update({f"mixture, new-item share {name}": mixture(v) for name, v in shares.items()})
+        floors = (-1.0, 0.5, 0.6, 0.7, 0.8)
+        choices.update({f"slots {n}, similarity ≥ {f}": slots(n, f) for n in (1, 2) for f in floors})
         choices = {k: v for k, v in choices.items() if re.search(args.only, k) or v is None}
         head = " | ".join(f"{s} {p}: HR/NDCG, cold, rest" for s in splits for p in ("recbole", "ninerec"))
         print(f"| scoring of never-seen items | {head} |")
@@ -99,7 +114,7 @@ def main() -> None:
                     for users, target, history, last in batches:
                         scores = item_scores(users, table, *model.scoring())
                         if fn is not None:
-                            scores[:, new] = fn(users, scores, last)
+                            scores[:, new] = fn(users, scores, last, history if protocol == "ninerec" else None)
                         ranks.append(target_ranks(scores, target, history if protocol == "ninerec" else None))
                         targets.append(target)
                     r, cold = torch.cat(ranks), ~model.seen_items[torch.cat(targets)]
