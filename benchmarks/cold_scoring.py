@@ -12,8 +12,8 @@ items, the model's softmax times ``1 - share`` over the seen ones; τ fitted by 
 training transitions, the share the validation targets' or fixed), or a slot policy (``slots s``:
 the model's top 10 - s seen items, then the new items most similar to the last item, above a
 floor) — and prints, for validation and test, under the ``recbole`` and ``ninerec`` protocols:
-HR@10 / NDCG@10, HR@10 on targets that occur in no training
-part (cold) and on the others (rest). Seen items keep their scores in every row but the slots'.
+HR@10 / NDCG@10, HR@10 on targets that occur in no training part (cold) and on the others
+(rest). Seen items keep their scores in every row but the slots'.
 """
 
 from __future__ import annotations
@@ -72,11 +72,14 @@ def main() -> None:
         def best_neighbour(k: int, margin: float):
             return lambda users, scores, last, mask: scores[:, old[nearest[:, :k]]].amax(-1) - margin
 
+        def new_item_similarity(last):  # (B, new items): title similarity to the last item, never itself
+            sim = similarity[last][:, new].clone()
+            sim[new.unsqueeze(0) == last.unsqueeze(1)] = float("-inf")
+            return sim
+
         def mixture(share: float):  # p(new j) = share · q(j), p(seen i) = (1 - share) · softmax(scores)_i
             def score(users, scores, last, mask):
-                sim = similarity[last][:, new].clone()
-                sim[new.unsqueeze(0) == last.unsqueeze(1)] = float("-inf")  # never the last item itself
-                q = (sim / tau_t).log_softmax(-1)
+                q = (new_item_similarity(last) / tau_t).log_softmax(-1)
                 normaliser = scores[:, old].logsumexp(-1, keepdim=True)
                 return normaliser + math.log(share / (1 - share)) + q
 
@@ -84,8 +87,7 @@ def main() -> None:
 
         def slots(count: int, floor: float):  # the model's top 10 - count seen items, then new items by similarity
             def score(users, scores, last, mask):
-                sim = similarity[last][:, new].clone()
-                sim[new.unsqueeze(0) == last.unsqueeze(1)] = float("-inf")
+                sim = new_item_similarity(last)
                 ranked = scores if mask is None else scores.scatter(1, mask, float("-inf"))  # what the protocol ranks
                 top = ranked[:, old].topk(10 - count, dim=-1).indices
                 scores[torch.arange(len(scores)).unsqueeze(1), old[top]] += 1e4  # in place: above every new item
