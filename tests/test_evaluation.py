@@ -101,3 +101,15 @@ def test_warm_and_cold_buckets_split_the_users_by_their_targets_training_occurre
     without = RankingMetrics()
     without.update(users, scores, targets)
     assert not any("/" in k for k in without.compute())  # no occurrences given: no buckets
+
+
+def test_last_item_baseline_reads_each_rows_last_real_item_of_right_padded_inputs():
+    from sicsrec.evaluation import last_item_scorer
+
+    # item 2 is followed by 3 in training, item 4 by 1; counts break ties
+    transitions = torch.zeros(6, 6)
+    transitions[2, 3] = transitions[4, 1] = 5.0
+    score = last_item_scorer(transitions, torch.tensor([0, 1, 2, 3, 4, 5]))
+    inputs = torch.tensor([[1, 2, 0, 0], [3, 2, 4, 0], [0, 0, 0, 0]])  # the last row is empty
+    top = score({"input": inputs}).argmax(1)
+    assert top.tolist() == [3, 1, 5]  # after 2 → 3; after 4 → 1; no history → the most popular item
