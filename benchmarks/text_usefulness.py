@@ -60,11 +60,12 @@ def main() -> None:
 
         module = AlignModule.load_from_checkpoint(args.align_checkpoint, map_location="cpu", weights_only=False)
         encoders.append(("aligned (SFT)", module.merged_encoders()[0]))
+    # WordLlama first: a missing package stops the run before the slower MiniLM features
+    titles = data.titles_in(args.text_column)
+    extra = [("WordLlama l2_supercat 256-d", wordllama_table(titles))] if args.wordllama else []
     tables = [
         (name, np.array(text_item_features(encoder, data, args.text_column).values)) for name, encoder in encoders
-    ]
-    if args.wordllama:
-        tables.append(("WordLlama l2_supercat 256-d", wordllama_table(data.titles_in(args.text_column))))
+    ] + extra
     for name, values in tables:
         table = torch.nn.functional.normalize(torch.from_numpy(values).float(), dim=-1)
         rows.append((name, evaluate(table[queries] @ table.T, queries, targets)))
