@@ -289,7 +289,7 @@ def test_the_code_defaults_are_what_the_shipped_stage_configs_use():
 
     from sicsrec.modules import AlignModule, Stage1Module, Stage2Module
 
-    switches = {"id.yaml": {"use_content"}}  # the ID encoder alone: the full model's default is both encoders
+    switches = {"id.yaml": {"use_content", "item_dropout"}}  # the ID encoder alone, as SASRec: no item dropout
     not_knobs = {"stage1_checkpoint", "text", "image"}  # a path and networks: the config must name them
     for name, module in (
         ("stage1.yaml", Stage1Module),

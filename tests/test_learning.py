@@ -32,7 +32,14 @@ def train_and_compare(root, shuffle: bool) -> dict[str, float]:
     dm = SequenceDataModule(str(root), batch_size=256, max_len=20, shuffle_sequences=shuffle)
     dm.setup("fit")
     model = Stage1Module(
-        dm.num_items, max_len=20, hidden_size=64, inner_size=64, dropout=0.2, attn_dropout=0.2, use_content=False
+        dm.num_items,
+        max_len=20,
+        hidden_size=64,
+        inner_size=64,
+        dropout=0.2,
+        attn_dropout=0.2,
+        item_dropout=0.0,
+        use_content=False,
     )
     trainer = L.Trainer(
         max_epochs=20,
@@ -87,6 +94,7 @@ def test_swapping_the_id_encoder_for_a_gru_is_a_config_change_and_it_learns_too(
     cfg["trainer"]["max_epochs"] = 15
     cfg["model"]["init_args"] = {
         "use_content": False,
+        "item_dropout": 0.0,  # the ID encoder alone, as id.yaml
         "id_encoder": {"class_path": "sicsrec.nn.GRUEncoder", "init_args": {"hidden_size": 64, "dropout": 0.2}},
         "optimizer": cfg["model"]["init_args"]["optimizer"],
     }

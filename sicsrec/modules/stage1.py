@@ -120,7 +120,9 @@ class Stage1Module(FeatureTable, RecommenderModule):
     hidden_size, inner_size, num_layers, num_heads: Transformer shape (both encoders).
     dropout: on embeddings and after attention/feed-forward blocks.
     attn_dropout: on attention probabilities.
-    item_dropout: dropout on the ID item table used for scoring (training only).
+    item_dropout: dropout on the ID item table used for scoring (training only). 0.5, SICSRec's:
+        it regularises the ID table (the validation winner of stage 2's levers on all three Bili
+        sets, docs/results.md §13); the plain ID encoder (``id.yaml``, SASRec) switches it off.
     layer_norm_eps, init_std: RecBole uses 1e-12 and N(0, 0.02).
     scoring: ID scoring: ``dot`` product with the item table, or ``cosine`` / ``id_temperature``.
     id_temperature: τ of ``cosine`` ID scoring (unused with ``dot``).
@@ -147,7 +149,7 @@ class Stage1Module(FeatureTable, RecommenderModule):
         num_heads: int = 2,
         dropout: float = 0.5,
         attn_dropout: float = 0.5,
-        item_dropout: float = 0.0,
+        item_dropout: float = 0.5,
         layer_norm_eps: float = 1e-12,
         init_std: float = 0.02,
         activation: Literal["gelu", "relu", "silu"] = "gelu",
