@@ -125,24 +125,24 @@ for data in args.sets.split(","):
             fit(f"{data}/stage2/{name}-{v}", "stage2", data, seed, *flags, variant=name, deps=s1, prio=4)
         fit(f"{data}/stage2/ndcg-{v}", "stage2_ndcg", data, seed, variant="ndcg", deps=s1, prio=4)
         fit(
-            f"{data}/stage1/drop5-{v}",
+            f"{data}/stage1/drop0-{v}",  # item dropout 0 in both stages: the default before results §13
             "stage1",
             data,
             seed,
             "--model.init_args.item_dropout",
-            "0.5",
-            variant="drop5",
+            "0.0",
+            variant="drop0",
             prio=4,
         )
         fit(
-            f"{data}/stage2/drop5-{v}",
+            f"{data}/stage2/drop0-{v}",
             "stage2",
             data,
             seed,
             "--model.init_args.stage1_checkpoint",
-            best(data, "stage1", f"drop5-{v}"),
-            variant="drop5",
-            deps=[f"{data}/stage1/drop5-{v}"],
+            best(data, "stage1", f"drop0-{v}"),
+            variant="drop0",
+            deps=[f"{data}/stage1/drop0-{v}"],
             prio=5,
         )
 
