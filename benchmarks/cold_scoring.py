@@ -11,14 +11,23 @@ probability (``p(new j) = share · softmax(title similarity to the last item / �
 items, the model's softmax times ``1 - share`` over the seen ones; τ fitted by likelihood on the
 training transitions, the share the validation targets' or fixed), or a slot policy (``slots s``:
 the model's top 10 - s seen items, then the new items most similar to the last item, above a
-floor) — and prints, for validation and test, under the ``recbole`` and ``ninerec`` protocols:
-HR@10 / NDCG@10, HR@10 on targets that occur in no training part (cold) and on the others
-(rest). Seen items keep their scores in every row but the slots'.
+floor), or fresh evidence (``fresh``: the same mixture, but q(j) ∝ n_j · exp(title similarity to
+the last item / τ) over the new items that occur n_j > 0 times in the split's own inputs — the
+interactions that arrived after training, which a deployed model sees without retraining — with
+the share the new items' share of the inputs' last items, or twice it; τ fitted on the training
+transitions with the popularity term; ``fresh popularity``: n_j alone; ``fresh slot``: one slot,
+new items by n_j · exp(similarity / τ)), or the chain the model ships (``new_item_chain``, its
+prior weight fitted or given; :mod:`sicsrec.nn.new_items`) — and prints, for
+validation and test, under the ``recbole`` and ``ninerec`` protocols: HR@10 / NDCG@10, HR@10 on
+targets that occur in no training part (cold) and on the others (rest); under the cold-start
+protocol (``cold_items``) on the held-out items' targets and the rest instead. Seen items keep
+their scores in every row but the slots'. Nothing reads a validation or test target.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import re
 
@@ -28,6 +37,7 @@ import torch.nn.functional as F
 from sicsrec.evaluation import metrics_from_ranks, target_ranks
 from sicsrec.nn.attention import last_items
 from sicsrec.nn.losses import item_scores
+from sicsrec.nn.new_items import NewItemChain
 from sicsrec.serving import Recommender
 
 
@@ -41,6 +51,7 @@ def main() -> None:
     recommender = Recommender.load(args.run, args.ckpt_path)
     model, dm = recommender.model, recommender.datamodule
     model.network.cold_neighbours = 0  # the items' own rows: every scoring below replaces them
+    model.bind_histories(None)  # no new_item_chain but where a row below asks for it
     dm.setup("test")
     model.eval()
     seen = model.seen_items.clone()
@@ -52,25 +63,42 @@ def main() -> None:
         new, old = (~seen).nonzero().squeeze(1), seen.nonzero().squeeze(1)
         new = new[new > 0]
         cosines, nearest = (unit[new] @ unit[old].T).topk(20, dim=1)
+        loaders = {"valid": dm.val_dataloader(), "test": dm.test_dataloader()}
         splits = {
-            split: [(model.user_vectors(b), b["target"], b["history"], last_items(b["input"])) for b in loader]
-            for split, loader in (("valid", dm.val_dataloader()), ("test", dm.test_dataloader()))
+            split: [
+                (model.user_vectors(b), b["target"], b["history"], last_items(b["input"]), b.get("held_out"))
+                for b in loader
+            ]
+            for split, loader in loaders.items()
         }
         titles = F.normalize(dm.item_features()[0]["text"].float(), dim=-1)
         similarity = titles @ titles.T  # raw title features, as benchmarks/title_similarity.py
         similarity[0] = similarity[:, 0] = float("-inf")
-        tau_t = fitted_temperature(similarity, dm.train_transition_counts(), seen)
-        valid_targets = torch.cat([t for _, t, _, _ in splits["valid"]])
+        transitions = dm.train_transition_counts()
+        tau_t = fitted_temperature(similarity, transitions, seen)
+        tau_f = fitted_temperature(similarity, transitions, seen, log_prior=transitions.sum(0).clamp(min=1).log())
+        valid_targets = torch.cat([t for _, t, *_ in splits["valid"]])
         valid_new = float((~model.seen_items[valid_targets]).float().mean())
-        print(f"title temperature fitted on training transitions: {tau_t}; new targets in validation: {valid_new:.4f}")
+        print(f"title temperature fitted on training transitions: {tau_t} (with popularity: {tau_f})")
+        print(f"new targets in validation: {valid_new:.4f}")
+        fresh_counts, fresh_share, chains = {}, {}, {}  # per split, from its inputs only
+        for split, batches in splits.items():
+            histories = torch.cat([h.flatten() for _, _, h, _, _ in batches])
+            fresh_counts[split] = torch.bincount(histories, minlength=len(seen)).float()[new]
+            chains[split] = NewItemChain(dm.split_histories(split), model.seen_items)
+            lasts = torch.cat([last for _, _, _, last, _ in batches])
+            fresh_share[split] = float((~model.seen_items[lasts]).float().mean())
+            occurring = int((fresh_counts[split] > 0).sum())
+            share = fresh_share[split]
+            print(f"{split}: {occurring} of {len(new)} new items in its inputs; new among last inputs {share:.4f}")
 
         def mean_rows(k: int, tau: float):  # the model's own borrowing, with other k and τ
             model.network.cold_neighbours, model.network.neighbour_temperature = k, tau
             rows = model.network.borrowed_rows(table, content, model.seen_items)[new]
-            return lambda users, scores, last, mask: item_scores(users, rows, *model.scoring())
+            return lambda users, scores, last, mask, split: item_scores(users, rows, *model.scoring())
 
         def best_neighbour(k: int, margin: float):
-            return lambda users, scores, last, mask: scores[:, old[nearest[:, :k]]].amax(-1) - margin
+            return lambda users, scores, last, mask, split: scores[:, old[nearest[:, :k]]].amax(-1) - margin
 
         def new_item_similarity(last):  # (B, new items): title similarity to the last item, never itself
             sim = similarity[last][:, new].clone()
@@ -78,20 +106,47 @@ def main() -> None:
             return sim
 
         def mixture(share: float):  # p(new j) = share · q(j), p(seen i) = (1 - share) · softmax(scores)_i
-            def score(users, scores, last, mask):
+            def score(users, scores, last, mask, split):
                 q = (new_item_similarity(last) / tau_t).log_softmax(-1)
-                normaliser = scores[:, old].logsumexp(-1, keepdim=True)
-                return normaliser + math.log(share / (1 - share)) + q
+                return mixed(scores, share, q)
 
             return score
 
-        def slots(count: int, floor: float):  # the model's top 10 - count seen items, then new items by similarity
-            def score(users, scores, last, mask):
+        def mixed(scores, share, log_q):
+            normaliser = scores[:, old].logsumexp(-1, keepdim=True)
+            return normaliser + math.log(share / (1 - share)) + log_q
+
+        def fresh_evidence(last, split, with_titles: bool = True):  # log(n_j · exp(sim / τ)); -inf where n_j = 0
+            log_n = fresh_counts[split].log().expand(len(last), -1)
+            return log_n + new_item_similarity(last) / tau_f if with_titles else log_n.clone()
+
+        def fresh(times: float, with_titles: bool = True):  # q(j) ∝ n_j · exp(sim / τ) over new items in the inputs
+            def score(users, scores, last, mask, split):
+                q = fresh_evidence(last, split, with_titles)
+                if not torch.isfinite(q).any():  # no new item in this split's inputs: the mixture has nothing to add
+                    return torch.full_like(q, float("-inf"))
+                share = min(0.5, times * fresh_share[split])
+                return mixed(scores, share, q.log_softmax(-1))
+
+            return score
+
+        def markov(weight: float | None):  # the shipped new_item_chain, its prior weight fitted or given
+            def score(users, scores, last, mask, split):
+                chain = copy.copy(chains[split])
+                chain.weight = chain.weight if weight is None else weight
+                return chain(scores, last)[:, new]
+
+            return score
+
+        def slots(count: int, floor: float, by_fresh: bool = False):  # the model's top 10 - count seen items, then
+            def score(users, scores, last, mask, split):  # new items by similarity (or by fresh evidence)
                 sim = new_item_similarity(last)
+                order = fresh_evidence(last, split) if by_fresh else sim
                 ranked = scores if mask is None else scores.scatter(1, mask, float("-inf"))  # what the protocol ranks
                 top = ranked[:, old].topk(10 - count, dim=-1).indices
                 scores[torch.arange(len(scores)).unsqueeze(1), old[top]] += 1e4  # in place: above every new item
-                return torch.where(sim >= floor, 5e3 + sim, torch.full_like(sim, -1e4))
+                shown = (sim >= floor) & torch.isfinite(order)
+                return torch.where(shown, 5e3 + order, torch.full_like(sim, -1e4))
 
             return score
 
@@ -104,41 +159,57 @@ def main() -> None:
         choices.update({f"mixture, new-item share {name}": mixture(v) for name, v in shares.items()})
         floors = (-1.0, 0.5, 0.6, 0.7, 0.8)
         choices.update({f"slots {n}, similarity ≥ {f}": slots(n, f) for n in (1, 2) for f in floors})
+        choices.update({f"fresh, new-item share {t} × the inputs'": fresh(t) for t in (1, 2)})
+        choices["fresh popularity (no titles), share 1 × the inputs'"] = fresh(1, with_titles=False)
+        choices["fresh slot: 1 slot, new items by fresh evidence"] = slots(1, -1.0, by_fresh=True)
+        fitted = {split: chain.weight for split, chain in chains.items()}
+        print(f"new_item_chain's prior weight m (leave-one-out likelihood of the inputs' transitions): {fitted}")
+        choices["new_item_chain (shipped), m fitted on the inputs"] = markov(None)
+        choices.update({f"new_item_chain, m = {m}": markov(m) for m in (10, 100, 1000)})
         choices = {k: v for k, v in choices.items() if re.search(args.only, k) or v is None}
-        head = " | ".join(f"{s} {p}: HR/NDCG, cold, rest" for s in splits for p in ("recbole", "ninerec"))
+        cold_protocol = dm.cold_items > 0
+        groups = "held-out, rest" if cold_protocol else "cold, rest"
+        head = " | ".join(f"{s} {p}: HR/NDCG, {groups}" for s in splits for p in ("recbole", "ninerec"))
         print(f"| scoring of never-seen items | {head} |")
         print("|---|" + "---|" * 4)
         for name, fn in choices.items():
             cells = []
-            for batches in splits.values():
+            for split, batches in splits.items():
                 for protocol in ("recbole", "ninerec"):
-                    ranks, targets = [], []
-                    for users, target, history, last in batches:
+                    ranks, targets, held_out = [], [], []
+                    for users, target, history, last, held in batches:
                         scores = item_scores(users, table, *model.scoring())
+                        mask = history if protocol == "ninerec" else None
                         if fn is not None:
-                            scores[:, new] = fn(users, scores, last, history if protocol == "ninerec" else None)
-                        ranks.append(target_ranks(scores, target, history if protocol == "ninerec" else None))
+                            scores[:, new] = fn(users, scores, last, mask, split)
+                        ranks.append(target_ranks(scores, target, mask))
                         targets.append(target)
-                    r, cold = torch.cat(ranks), ~model.seen_items[torch.cat(targets)]
+                        held_out.append(held)
+                    r = torch.cat(ranks)
+                    cold = torch.cat(held_out) == 1 if cold_protocol else ~model.seen_items[torch.cat(targets)]
                     m, mc, mr = (metrics_from_ranks(x, (10,)) for x in (r, r[cold], r[~cold]))
                     hr, ndcg = 100 * m["hr@10"], 100 * m["ndcg@10"]
                     cells.append(f"{hr:.2f} / {ndcg:.2f}, {100 * mc['hr@10']:.2f}, {100 * mr['hr@10']:.2f}")
             print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
 
-def fitted_temperature(similarity: torch.Tensor, transitions: torch.Tensor, seen: torch.Tensor) -> float:
-    """The τ under which softmax(title similarity / τ) over the seen items best predicts the next
-    item of each training transition (maximum likelihood on a grid): how sharp title similarity
-    is, learnt without any validation or test target."""
+def fitted_temperature(
+    similarity: torch.Tensor, transitions: torch.Tensor, seen: torch.Tensor, log_prior: torch.Tensor | None = None
+) -> float:
+    """The τ under which softmax(log_prior + title similarity / τ) over the seen items best predicts
+    the next item of each training transition (maximum likelihood on a grid): how sharp title
+    similarity is, learnt without any validation or test target."""
     a, b = transitions.nonzero(as_tuple=True)
     weight = transitions[a, b]
+    prior = 0.0 if log_prior is None else log_prior[seen]
     sim = similarity[a][:, seen].clone()
     sim[seen.nonzero().squeeze(1).unsqueeze(0) == a.unsqueeze(1)] = float("-inf")
     rank_of = torch.full((len(seen),), -1, dtype=torch.long)
     rank_of[seen] = torch.arange(int(seen.sum()))
     grid = (0.01, 0.02, 0.03, 0.05, 0.1, 0.2)
     likelihood = [
-        float((weight * (sim / t).log_softmax(-1).gather(1, rank_of[b].unsqueeze(1)).squeeze(1)).sum()) for t in grid
+        float((weight * (prior + sim / t).log_softmax(-1).gather(1, rank_of[b].unsqueeze(1)).squeeze(1)).sum())
+        for t in grid
     ]
     return grid[max(range(len(grid)), key=likelihood.__getitem__)]
 

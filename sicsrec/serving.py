@@ -97,6 +97,9 @@ class Recommender:
             self.model.on_predict_epoch_start()  # no table cached from other weights
             self.item_vectors = self.model.item_vectors().detach()
         self.scoring = self.model.scoring()
+        # what predict ranks with: the catalogue's sequences (not the request's, so that a history's
+        # answer does not depend on the others asked with it)
+        self.model.bind_histories(datamodule.split_histories("predict"))
 
     @classmethod
     def load(cls, run: str | Path, ckpt_path: str | Path | None = None) -> Recommender:
@@ -140,7 +143,7 @@ class Recommender:
         asked = [k for k, (known, _) in enumerate(looked_up) if len(known)]
         for batch in self.datamodule.history_loader([looked_up[k][0] for k in asked]):
             users = self.model.user_vectors(batch)
-            scores = item_scores(users, self.item_vectors, *self.scoring)
+            scores = self.model.rescore(item_scores(users, self.item_vectors, *self.scoring), batch)
             top = top_items(scores, batch["history"], top_k, exclude_seen)
             for row, (key, (items, values)) in enumerate(zip(batch["user"].tolist(), top)):
                 result = out[asked[key]]
@@ -153,7 +156,9 @@ class Recommender:
     def export(self, out: str | Path) -> Path:
         """The item vectors user vectors are scored against (``items.npy``, row i = ``item_ids[i]``)
         and ``manifest.json``: exact search over them with a user vector (``recommend
-        --with_vectors``) gives ``recommend``'s ranking."""
+        --with_vectors``) gives ``recommend``'s ranking — but for the never-seen items that
+        ``recommend`` scores from the catalogue's transitions instead (``new_item_chain``), which
+        the manifest lists as ``rescored_items``."""
         out = Path(out)
         vectors = self.item_vectors[1:].float().cpu().numpy()
         with atomic_path(out / "items.npy") as tmp, open(tmp, "wb") as f:
@@ -174,9 +179,16 @@ class Recommender:
             "dataset": self.data.name,
             "data_key": self.data.key,
             "max_len": self.datamodule.max_len,
+            "rescored_items": [self.data.item_ids[i - 1] for i in rescored_items(self.model)],
         }
         write_json_atomic(out / MANIFEST, manifest)
         return out / MANIFEST
+
+
+def rescored_items(model) -> list[int]:
+    """Internal ids of the items ``model.rescore`` scores otherwise than by their vectors."""
+    chain = getattr(model, "chain", None)
+    return [] if chain is None else chain.items.tolist()
 
 
 def read_histories(path: str) -> Iterator[tuple[object, list]]:

@@ -157,3 +157,77 @@ def test_a_never_seen_item_borrows_the_content_weighted_rows_of_its_nearest_seen
         top = cosines.topk(3)
         weights = torch.softmax(top.values / model.hparams.content_temperature, 0)
         assert torch.allclose(table[new], (weights[:, None] * rows[top.indices]).sum(0), atol=1e-6)
+
+
+def test_the_new_item_chain_scores_a_never_seen_item_from_the_transitions_into_it():
+    """Item 9, which training never saw, follows item 3 in 8 of the 10 histories that hold 3: after
+    3 the mixture gives it exactly the chain's p(9 | 3) and ranks it first; after 4, which never
+    led to it, it gets only its popularity share. Every other item keeps the model's score (item 10,
+    never seen and in no history, too)."""
+    from sicsrec.nn.new_items import NewItemChain
+
+    seen = torch.ones(11, dtype=torch.bool)
+    seen[[9, 10]] = False
+    rng = np.random.default_rng(0)
+    histories = [np.array([1, 3, 9])] * 8 + [np.array([1, 3, 5])] * 2
+    histories += [rng.choice([1, 2, 4, 5, 6, 7, 8], 6) for _ in range(30)]
+    chain = NewItemChain(histories, seen)
+    assert chain.items.tolist() == [9]
+    scores = torch.randn(2, 11, generator=torch.Generator().manual_seed(0))
+    scores[:, 0] = float("-inf")
+    out = chain(scores, torch.tensor([3, 4]))
+    others = [i for i in range(11) if i != 9]
+    assert torch.equal(out[:, others], scores[:, others])
+    m, into_9 = chain.weight, 8 / sum(len(h) - 1 for h in histories)
+    p_after_3, p_after_4 = (8 + m * into_9) / (10 + m), (m * into_9) / (int(chain.out[4]) + m)
+    probabilities = torch.softmax(out, dim=1)[:, 9]
+    assert probabilities.tolist() == pytest.approx([p_after_3, p_after_4], rel=1e-5)
+    assert int(out[0].argmax()) == 9 and p_after_4 < p_after_3 / 10
+
+
+def test_the_chain_s_prior_weight_trusts_a_row_s_own_counts_as_far_as_they_predict():
+    """Leave-one-out: histories that always take the same path give the smallest prior weight;
+    items drawn at random give a large one (popularity is all there is to know)."""
+    from sicsrec.nn.new_items import PRIOR_WEIGHTS, NewItemChain
+
+    seen = torch.zeros(21, dtype=torch.bool)
+    path = [np.arange(1, 21)] * 50
+    noise = [np.random.default_rng(k).integers(1, 21, 20) for k in range(50)]
+    assert NewItemChain(path, seen).weight == PRIOR_WEIGHTS[0]
+    assert NewItemChain(noise, seen).weight >= 1000
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+def test_evaluation_ranks_with_a_chain_of_its_own_split_s_inputs_never_of_its_targets(generated, features):
+    """The chain that test ranks with is built from every user's history before the test target
+    (the validation target included), the one validation ranks with from the histories before the
+    validation target; it scores the held-out items those histories hold, and a user whose last
+    item most often led to a held-out item gets it in the top 10."""
+    import lightning as L
+
+    from sicsrec.nn.attention import last_items
+    from sicsrec.ranking import top_items
+
+    dm = module(generated, features=str(features), share=0.1)
+    dm.setup("test")
+    for split, cut in (("valid", 2), ("test", 1), ("predict", 0)):
+        histories = dm.split_histories(split)
+        assert all(np.array_equal(h, s[: len(s) - cut]) for h, s in zip(histories, dm.sequences))
+    torch.manual_seed(0)
+    model = stage2(dm).eval()
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.test(model, dm, verbose=False)
+    held = set(dm.held_out_items.tolist())
+    in_histories = {int(i) for h in dm.split_histories("test") for i in h[1:]}
+    assert set(model.chain.items.tolist()) == held & in_histories and held & in_histories
+    batch = next(iter(dm.test_dataloader()))
+    flow = model.chain.flow[last_items(batch["input"])]
+    led = model.chain.items[flow.argmax(1)]  # the held-out item each user's last item led to most
+    users = [u for u in range(len(flow)) if flow[u].max() >= 3 and led[u] not in batch["history"][u]]
+    assert len(users) > 50
+    with torch.no_grad():
+        top = top_items(model.score(batch), batch["history"], 10)
+    assert all(int(led[u]) in top[u][0] for u in users)
+    model.hparams.new_item_chain = False
+    trainer.test(model, dm, verbose=False)
+    assert model.chain is None

@@ -183,6 +183,12 @@ class SequenceDataModule(L.LightningDataModule):
             out.append((user, history[-self.max_len :], target, history, int(occurrences[target]), held_out))
         return out
 
+    def split_histories(self, split: str) -> list[np.ndarray]:
+        """Every user's history before the split's target (``predict``: the whole sequence): the
+        histories a split ranks together — never a target of that split."""
+        built = getattr(self, f"{split}_set", None)
+        return [s[3] for s in (built.samples if built is not None else self.eval_samples(split))]
+
     def history_samples(self, histories: list[np.ndarray]) -> list:
         """Samples that ask for the next item after each whole history (internal ids): its last
         ``max_len`` items are the model input, all of them the seen items. ``predict`` and

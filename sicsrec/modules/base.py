@@ -122,7 +122,15 @@ class RecommenderModule(L.LightningModule):
 
     def score(self, batch: dict) -> torch.Tensor:
         """The scores of the first view: what ``predict`` ranks by."""
-        return item_scores(self.user_vectors(batch), self.item_vectors(), *self.scoring())
+        return self.rescore(item_scores(self.user_vectors(batch), self.item_vectors(), *self.scoring()), batch)
+
+    def rescore(self, scores: torch.Tensor, batch: dict) -> torch.Tensor:
+        """Scores that the item vectors cannot give (e.g. of items training never saw, from the
+        histories being ranked: :meth:`bind_histories`); by default the vectors' own."""
+        return scores
+
+    def bind_histories(self, histories: list | None) -> None:
+        """Take the histories being ranked together (internal ids), for :meth:`rescore`."""
 
     def bind_features(self, datamodule) -> None:
         """Modules that read item features take them here (they are data, not parameters)."""

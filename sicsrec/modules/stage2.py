@@ -13,7 +13,9 @@ never fitted. The shipped model lets it borrow one (``cold_neighbours``): the co
 mean of the rows of the seen items whose content is closest to its own, so it is ranked through
 its content on the scale of the fitted rows, and it is no negative of the training softmax.
 Two other levers (``item_content``, ``unseen_negatives: false`` alone) are off in the shipped
-configs: on Bili_Food they ranked no cold target (docs/results.md §8).
+configs: on Bili_Food they ranked no cold target (docs/results.md §8). When the histories being
+ranked lead to such an item — other users moved to it after training — it is scored from those
+transitions instead (``new_item_chain``, :mod:`sicsrec.nn.new_items`; docs/results.md §14).
 
 A stage-2 checkpoint holds only what stage 2 trained, and names its stage-1 checkpoint by path
 and SHA-256; loading it rebuilds the stage-1 model from that file first (and refuses another one).
@@ -41,9 +43,11 @@ from sicsrec.errors import ConfigError
 from sicsrec.evaluation import Protocol
 from sicsrec.modules.base import RENAMED, RecommenderModule, check_finite, renamed_hparams
 from sicsrec.modules.stage1 import FeatureTable, Stage1Module, build_encoders
+from sicsrec.nn.attention import last_items
 from sicsrec.nn.lora import inject_lora
 from sicsrec.nn.losses import Scoring, item_scores
 from sicsrec.nn.mix_decoder import Fusion, MixDecoder
+from sicsrec.nn.new_items import NewItemChain
 from sicsrec.nn.sicsrec_network import SICSRecNetwork
 from sicsrec.objectives import stage2_objective
 
@@ -148,6 +152,11 @@ class Stage2Module(FeatureTable, RecommenderModule):
         softmax of their cosines over ``content_temperature``, and is left out of the training
         softmax (its row is made of seen items' rows, which must not be pushed down through it);
         0: its own, never-fitted row.
+    new_item_chain: a never-seen item that the histories being ranked lead to (an evaluation
+        split's inputs; at predict time and in ``recommend``, the catalogue's sequences) is scored
+        by the smoothed first-order chain over those histories' transitions, after the user's last
+        item, on the scale of the model's softmax (:class:`sicsrec.nn.new_items.NewItemChain`);
+        ``false``: every item by its row.
     contrastive_weight: weight of the content-aware contrastive loss (α of the paper).
     content_temperature: τ of the contrastive loss (content-vector similarities, as in stage 1).
     new_parts_lr: learning rate of what stage 2 adds — LoRA adapters, decoder, fusion, the content
@@ -177,6 +186,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
         id_row_dropout: float = 0.1,
         unseen_negatives: bool = True,
         cold_neighbours: int = 5,
+        new_item_chain: bool = True,
         contrastive_weight: float = 0.2,
         content_temperature: float = 0.05,
         new_parts_lr: float | None = None,
@@ -193,6 +203,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.stage1_hparams = self.network = None
         self.register_buffer("seen_items", None, persistent=False)  # set from the data (bind_features)
+        self.chain: NewItemChain | None = None  # from the histories being ranked (bind_histories)
         if num_items is not None and max_len is not None and feature_dims is not None:
             self.build()
 
@@ -357,6 +368,32 @@ class Stage2Module(FeatureTable, RecommenderModule):
 
     def scores(self, batch: dict) -> dict[str, torch.Tensor]:
         return {"main": self.score(batch)}
+
+    def rescore(self, scores: torch.Tensor, batch: dict) -> torch.Tensor:
+        return scores if self.chain is None else self.chain(scores, last_items(batch["input"]))
+
+    def bind_histories(self, histories: list | None) -> None:
+        if histories is None or not self.hparams.new_item_chain or self.seen_items is None:
+            self.chain = None
+        else:
+            self.chain = NewItemChain(histories, self.seen_items).to(self.device)
+
+    def _bind_split(self, split: str) -> None:
+        datamodule = getattr(attached_trainer(self), "datamodule", None)
+        split_histories = getattr(datamodule, "split_histories", None)
+        self.bind_histories(split_histories(split) if split_histories is not None else None)
+
+    def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
+        self._bind_split("valid")
+
+    def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
+        self._bind_split("test")
+
+    def on_predict_epoch_start(self) -> None:
+        super().on_predict_epoch_start()
+        self._bind_split("predict")
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         h = self.hparams
