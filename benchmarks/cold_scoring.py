@@ -130,7 +130,7 @@ def main() -> None:
 
             return score
 
-        def markov(weight: float | None):  # the shipped new_item_chain, its prior weight fitted or given
+        def with_chain(weight: float | None):  # the shipped new_item_chain, its prior weight fitted or given
             def score(users, scores, last, mask, split):
                 chain = copy.copy(chains[split])
                 chain.weight = chain.weight if weight is None else weight
@@ -164,8 +164,8 @@ def main() -> None:
         choices["fresh slot: 1 slot, new items by fresh evidence"] = slots(1, -1.0, by_fresh=True)
         fitted = {split: chain.weight for split, chain in chains.items()}
         print(f"new_item_chain's prior weight m (leave-one-out likelihood of the inputs' transitions): {fitted}")
-        choices["new_item_chain (shipped), m fitted on the inputs"] = markov(None)
-        choices.update({f"new_item_chain, m = {m}": markov(m) for m in (10, 100, 1000)})
+        choices["new_item_chain (shipped), m fitted on the inputs"] = with_chain(None)
+        choices.update({f"new_item_chain, m = {m}": with_chain(m) for m in (10, 100, 1000)})
         choices = {k: v for k, v in choices.items() if re.search(args.only, k) or v is None}
         cold_protocol = dm.cold_items > 0
         groups = "held-out, rest" if cold_protocol else "cold, rest"
