@@ -31,6 +31,7 @@ import copy
 import math
 import re
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -83,9 +84,10 @@ def main() -> None:
         print(f"new targets in validation: {valid_new:.4f}")
         fresh_counts, fresh_share, chains = {}, {}, {}  # per split, from its inputs only
         for split, batches in splits.items():
-            histories = torch.cat([h.flatten() for _, _, h, _, _ in batches])
-            fresh_counts[split] = torch.bincount(histories, minlength=len(seen)).float()[new]
-            chains[split] = NewItemChain(dm.split_histories(split), model.seen_items)
+            histories = dm.split_histories(split)  # one source for the counts and the chain
+            fresh_counts[split] = torch.bincount(torch.from_numpy(np.concatenate(histories)), minlength=len(seen))
+            fresh_counts[split] = fresh_counts[split].float()[new]
+            chains[split] = NewItemChain(histories, model.seen_items)
             lasts = torch.cat([last for _, _, _, last, _ in batches])
             fresh_share[split] = float((~model.seen_items[lasts]).float().mean())
             occurring = int((fresh_counts[split] > 0).sum())
