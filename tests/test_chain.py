@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from sicsrec.chain import STAMP, Chain
@@ -55,6 +56,7 @@ runs: {runs}
 """
 
 
+@pytest.mark.slow
 def test_run_chains_every_real_step_on_a_csv_catalogue_and_then_skips_them(tmp_path, generated, capsys, monkeypatch):
     """A new dataset from a CSV catalogue is one data file and one command: each step as a user
     would run it, in its own process — pairs → align → features → stage 1 → stage 2."""

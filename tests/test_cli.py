@@ -210,6 +210,7 @@ def test_predict_writes_top_k_in_original_ids_without_seen_items(tmp_path, capsy
         assert [manifest["item_ids"][k] for k in np.argsort(-found, kind="stable")[:5]] == answers[user]["items"]
 
 
+@pytest.mark.slow
 def test_a_fit_whose_output_is_not_a_terminal_prints_a_line_per_epoch_and_none_of_the_known_noise(tmp_path, generated):
     import re
     import subprocess

@@ -156,11 +156,13 @@ def align_t2i_recall(tmp_path, covers: str) -> tuple[float, float]:
     return float(metrics["valid/t2i_recall@10"]), float(metrics["valid/t2i_chance@10"])
 
 
+@pytest.mark.slow
 def test_alignment_learns_text_to_image_on_held_out_items(tmp_path):
     recall, chance = align_t2i_recall(tmp_path, "signal")
     assert recall >= 5 * chance, (recall, chance)
 
 
+@pytest.mark.slow
 def test_alignment_with_noise_covers_stays_near_chance(tmp_path):
     recall, chance = align_t2i_recall(tmp_path, "noise")
     assert recall < 2 * chance, (recall, chance)

@@ -89,6 +89,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_gathered_contrastive_losses_and_gradients_equal_one_process(tmp_path):
     import socket
 
@@ -157,6 +158,7 @@ def config(tmp_path: Path, name: str, model: dict, data: dict, devices: int) -> 
     return path
 
 
+@pytest.mark.slow
 def test_stage1_and_stage2_train_on_two_processes_and_metrics_equal_one_process(generated, features, tmp_path):
     # 600 users in 9 evaluation batches: ranks get 5 and 4 (+1 repeated) — padding must not count
     data = {"root": str(generated), "features": str(features), "max_len": 10, "batch_size": 128, "eval_batch_size": 70}
@@ -217,6 +219,7 @@ def test_stage1_and_stage2_train_on_two_processes_and_metrics_equal_one_process(
     assert predictions[1] == predictions[2]
 
 
+@pytest.mark.slow
 def test_alignment_trains_on_two_processes(generated, tmp_path):
     from sicsrec.content.judges import EmbeddingJudge
     from sicsrec.content.pairs import construct_pairs

@@ -62,6 +62,7 @@ def train_and_compare(root, shuffle: bool) -> dict[str, float]:
     return {name: evaluate(score, dm.test_dataloader())["ndcg@10"] for name, score in scorers.items()}
 
 
+@pytest.mark.slow
 def test_id_encoder_finds_a_signal_two_items_back_that_the_last_item_baseline_cannot(skip_data):
     ndcg = train_and_compare(skip_data, shuffle=False)
     print(ndcg)
@@ -70,6 +71,7 @@ def test_id_encoder_finds_a_signal_two_items_back_that_the_last_item_baseline_ca
     assert ndcg["ours"] >= 3.0 * max(ndcg["popularity"], ndcg["last item"]), ndcg
 
 
+@pytest.mark.slow
 def test_id_encoder_does_not_when_sequences_are_shuffled(skip_data):
     ndcg = train_and_compare(skip_data, shuffle=True)
     print(ndcg)

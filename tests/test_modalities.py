@@ -69,6 +69,7 @@ def ndcg_of(worlds, covers: str, modalities: list[str] | None, seed: int, folder
     return trainer.test(model, dm, ckpt_path=checkpoint.best_model_path, verbose=False)[0]["test/ndcg@10"]
 
 
+@pytest.mark.slow
 def test_covers_help_only_when_they_carry_the_signal_and_content_beats_ids(worlds, tmp_path):
     ids = ndcg_of(worlds, "signal", None, 0, tmp_path / "id")
     text = ndcg_of(worlds, "signal", ["text"], 0, tmp_path / "text")

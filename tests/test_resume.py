@@ -122,6 +122,7 @@ def baselines(generated, tmp_path_factory):
     return tmp
 
 
+@pytest.mark.slow
 def test_killed_fit_resumes_with_ckpt_path_last_and_ends_like_an_uninterrupted_run(generated, baselines):
     """SIGKILL (an OOM killer); SIGTERM (a scheduler's notice) is the next test's stop."""
     tmp, sig = baselines, signal.SIGKILL
@@ -160,6 +161,7 @@ def valid_rows(tmp_path: Path, name: str) -> list[tuple[int, str]]:
         return [(int(r["epoch"]), r["valid/hr@10"]) for r in csv.DictReader(f) if r.get("valid/hr@10")]
 
 
+@pytest.mark.slow
 def test_a_run_resumed_in_its_own_folder_keeps_the_metrics_logged_before_the_stop(generated, baselines):
     """``sicsrec run`` resumes into the same version folder, where Lightning's CSV logger would
     delete ``metrics.csv``: the validation curve must still hold every epoch, once."""
