@@ -85,8 +85,8 @@ def main() -> None:
         fresh_counts, fresh_share, chains = {}, {}, {}  # per split, from its inputs only
         for split, batches in splits.items():
             histories = dm.split_histories(split)  # one source for the counts and the chain
-            fresh_counts[split] = torch.bincount(torch.from_numpy(np.concatenate(histories)), minlength=len(seen))
-            fresh_counts[split] = fresh_counts[split].float()[new]
+            counts = torch.bincount(torch.from_numpy(np.concatenate(histories)), minlength=len(seen))
+            fresh_counts[split] = counts.float()[new]
             chains[split] = NewItemChain(histories, model.seen_items)
             lasts = torch.cat([last for _, _, _, last, _ in batches])
             fresh_share[split] = float((~model.seen_items[lasts]).float().mean())
