@@ -17,11 +17,14 @@ interactions that arrived after training, which a deployed model sees without re
 the share the new items' share of the inputs' last items, or twice it; τ fitted on the training
 transitions with the popularity term; ``fresh popularity``: n_j alone; ``fresh slot``: one slot,
 new items by n_j · exp(similarity / τ)), or the chain the model ships (``new_item_chain``, its
-prior weight fitted or given; :mod:`sicsrec.nn.new_items`) — and prints, for
+prior weight fitted or given; :mod:`sicsrec.nn.new_items`; the never-seen items it does not score
+keep the checkpoint's borrowed rows, as under ``sicsrec test``) — and prints, for
 validation and test, under the ``recbole`` and ``ninerec`` protocols: HR@10 / NDCG@10, HR@10 on
 targets that occur in no training part (cold) and on the others (rest); under the cold-start
 protocol (``cold_items``) on the held-out items' targets and the rest instead. Seen items keep
-their scores in every row but the slots'. Nothing reads a validation or test target.
+their scores in every row but the slots'. Nothing reads a test target but the line that says so;
+the chain's rows ``× g`` multiply its probabilities by g, fitted one step back (validation targets
+against the training parts, standard split; see ``one_step_back_factor``) or given.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ def main() -> None:
     torch.set_num_threads(2)
     recommender = Recommender.load(args.run, args.ckpt_path)
     model, dm = recommender.model, recommender.datamodule
+    shipped = (model.network.cold_neighbours, model.network.neighbour_temperature)  # the checkpoint's borrowing
     model.network.cold_neighbours = 0  # the items' own rows: every scoring below replaces them
     model.bind_histories(None)  # no new_item_chain but where a row below asks for it
     dm.setup("test")
@@ -132,11 +136,15 @@ def main() -> None:
 
             return score
 
-        def with_chain(weight: float | None):  # the shipped new_item_chain, its prior weight fitted or given
-            def score(users, scores, last, mask, split):
+        def with_chain(weight: float | None, scale: float = 1.0):  # the shipped new_item_chain, its prior weight
+            borrowed = mean_rows(*shipped) if shipped[0] > 0 else None  # fitted or given; the items outside it
+
+            def score(users, scores, last, mask, split):  # keep their borrowed rows
                 chain = copy.copy(chains[split])
                 chain.weight = chain.weight if weight is None else weight
-                return chain(scores, last)[:, new]
+                if borrowed is not None:
+                    scores[:, new] = borrowed(users, scores, last, mask, split)
+                return chain(scores, last, scale)[:, new]
 
             return score
 
@@ -168,6 +176,19 @@ def main() -> None:
         print(f"new_item_chain's prior weight m (leave-one-out likelihood of the inputs' transitions): {fitted}")
         choices["new_item_chain (shipped), m fitted on the inputs"] = with_chain(None)
         choices.update({f"new_item_chain, m = {m}": with_chain(m) for m in (10, 100, 1000)})
+        if dm.cold_items == 0:  # one step back is the standard split's
+            factor, valid_share, valid_mass = one_step_back_factor(dm)
+            test_targets = torch.cat([t for _, t, *_ in splits["test"]])
+            test_share = float(torch.isin(test_targets, chains["test"].items).float().mean())
+            test_mass = float(torch.cat([chains["test"].probabilities(b[3]).sum(1) for b in splits["test"]]).mean())
+            print(
+                f"the chain's new-item mass against the share of targets among its items: one step back "
+                f"(validation targets) {valid_mass:.4f} vs {valid_share:.4f}, factor {factor:.2f}; test (read off "
+                f"the test targets, for the record; no row uses it) {test_mass:.4f} vs {test_share:.4f}, "
+                f"factor {test_share / test_mass:.2f}"
+            )
+            choices[f"new_item_chain × {factor:.2f} (fitted one step back)"] = with_chain(None, factor)
+            choices.update({f"new_item_chain × {g}": with_chain(None, g) for g in (2, 4, 8)})
         choices = {k: v for k, v in choices.items() if re.search(args.only, k) or v is None}
         cold_protocol = dm.cold_items > 0
         groups = "held-out, rest" if cold_protocol else "cold, rest"
@@ -193,6 +214,22 @@ def main() -> None:
                     hr, ndcg = 100 * m["hr@10"], 100 * m["ndcg@10"]
                     cells.append(f"{hr:.2f} / {ndcg:.2f}, {100 * mc['hr@10']:.2f}, {100 * mr['hr@10']:.2f}")
             print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+
+
+def one_step_back_factor(dm) -> tuple[float, float, float]:
+    """How far the chain's probabilities fall short one step back: every sequence's training part
+    without its last item as training, its training part as the inputs and its validation item as
+    the target. Returns the share of those targets among the chain's items over the chain's mean
+    mass (the factor), the share and the mass. Reads validation targets, as tuning does."""
+    sequences = [q for q in dm.sequences if len(q) >= 4]
+    seen = torch.zeros(dm.num_items + 1, dtype=torch.bool)
+    seen[torch.from_numpy(np.concatenate([q[:-3] for q in sequences]))] = True
+    histories = [q[:-2] for q in sequences]
+    chain = NewItemChain(histories, seen)
+    targets = torch.from_numpy(np.array([q[-2] for q in sequences]))
+    share = float(torch.isin(targets, chain.items).float().mean())
+    mass = float(chain.probabilities(torch.tensor([int(h[-1]) for h in histories])).sum(1).mean())
+    return share / mass, share, mass
 
 
 def fitted_temperature(

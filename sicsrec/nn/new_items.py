@@ -75,13 +75,22 @@ class NewItemChain:
             setattr(self, name, getattr(self, name).to(device))
         return self
 
-    def __call__(self, scores: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    def probabilities(self, last: torch.Tensor) -> torch.Tensor:
+        """p(j | last item) for the chain's items j: (B, len(items))."""
+        m = self.weight
+        return (self.flow[last] + m * self.popularity) / (self.out[last].unsqueeze(1) + m)
+
+    def __call__(self, scores: torch.Tensor, last: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
         """``scores`` (B, items + 1) with the chain's items replaced: log p(j | last item) on the
-        scale of the model's log-softmax over the other items, which keep 1 − Σ_j p(j | last)."""
+        scale of the model's log-softmax over the other items, which keep 1 − Σ_j p(j | last).
+        ``scale`` multiplies the chain's probabilities (their sum capped at 0.95): a benchmark's
+        calibration, not the model's (``benchmarks/cold_scoring.py``)."""
         if len(self.items) == 0:
             return scores
-        m = self.weight
-        p = (self.flow[last] + m * self.popularity) / (self.out[last].unsqueeze(1) + m)
+        p = self.probabilities(last)
+        if scale != 1.0:
+            total = p.sum(1, keepdim=True)
+            p = p * (scale * total).clamp(max=0.95) / total
         others = scores.float().index_fill(1, self.items, float("-inf")).logsumexp(-1, keepdim=True)
         kept = (1 - p.sum(1, keepdim=True)).clamp_min(1e-6)
         return scores.index_copy(1, self.items, (others + p.log() - kept.log()).to(scores.dtype))
