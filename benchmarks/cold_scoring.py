@@ -136,10 +136,13 @@ def main() -> None:
 
             return score
 
-        def with_chain(weight: float | None, scale: float = 1.0):  # the shipped new_item_chain, its prior weight
-            borrowed = mean_rows(*shipped) if shipped[0] > 0 else None  # fitted or given; the items outside it
+        borrowed = mean_rows(*shipped) if shipped[0] > 0 else None  # the checkpoint's own borrowing
 
-            def score(users, scores, last, mask, split):  # keep their borrowed rows
+        def with_chain(weight: float | None, scale: float = 1.0):
+            """The shipped new_item_chain, its prior weight fitted or given, its probabilities times
+            ``scale``; the never-seen items outside it keep their borrowed rows."""
+
+            def score(users, scores, last, mask, split):
                 chain = copy.copy(chains[split])
                 chain.weight = chain.weight if weight is None else weight
                 if borrowed is not None:

@@ -183,7 +183,7 @@ def test_the_new_item_chain_scores_a_never_seen_item_from_the_transitions_into_i
     probabilities = torch.softmax(out, dim=1)[:, 9]
     assert probabilities.tolist() == pytest.approx([p_after_3, p_after_4], rel=1e-5)
     assert int(out[0].argmax()) == 9 and p_after_4 < p_after_3 / 10
-    # a benchmark's calibration: the chain's probabilities times 2, their sum capped at 0.95
+    # a benchmark's calibration: the chain's probabilities times 2 and 4, their sum capped at 0.95
     for scale in (2.0, 4.0):
         scaled = torch.softmax(chain(scores, torch.tensor([3, 4]), scale=scale), dim=1)[:, 9]
         assert scaled.tolist() == pytest.approx([min(0.95, scale * p_after_3), scale * p_after_4], rel=1e-5)
