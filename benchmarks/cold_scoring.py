@@ -16,9 +16,11 @@ the last item / τ) over the new items that occur n_j > 0 times in the split's o
 interactions that arrived after training, which a deployed model sees without retraining — with
 the share the new items' share of the inputs' last items, or twice it; τ fitted on the training
 transitions with the popularity term; ``fresh popularity``: n_j alone; ``fresh slot``: one slot,
-new items by n_j · exp(similarity / τ)), or the chain the model ships (``new_item_chain``, its
-prior weight fitted or given; :mod:`sicsrec.nn.new_items`; the never-seen items it does not score
-keep the checkpoint's borrowed rows, as under ``sicsrec test``) — and prints, for
+new items by n_j · exp(similarity / τ)), or the chain (``new_item_chain``, its prior weight fitted
+or given; :mod:`sicsrec.nn.new_items`; the never-seen items it does not score keep the
+checkpoint's borrowed rows, as under ``sicsrec test``), or what the model ships
+(``new_item_fold_in``: rows fitted to the inputs' last step, the chain for the never-seen items
+only earlier steps lead to; exactly ``sicsrec test``'s scoring) — and prints, for
 validation and test, under the ``recbole`` and ``ninerec`` protocols: HR@10 / NDCG@10, HR@10 on
 targets that occur in no training part (cold) and on the others (rest); under the cold-start
 protocol (``cold_items``) on the held-out items' targets and the rest instead. Seen items keep
@@ -177,8 +179,29 @@ def main() -> None:
         choices["fresh slot: 1 slot, new items by fresh evidence"] = slots(1, -1.0, by_fresh=True)
         fitted = {split: chain.weight for split, chain in chains.items()}
         print(f"new_item_chain's prior weight m (leave-one-out likelihood of the inputs' transitions): {fitted}")
-        choices["new_item_chain (shipped), m fitted on the inputs"] = with_chain(None)
+        choices["new_item_chain alone, m fitted on the inputs"] = with_chain(None)
         choices.update({f"new_item_chain, m = {m}": with_chain(m) for m in (10, 100, 1000)})
+
+        def shipped_scoring(split: str):
+            """The model's own scoring of a split: bound to its inputs as ``sicsrec test`` binds it."""
+            model.network.cold_neighbours = shipped[0]
+            model.hparams.new_item_fold_in = model.hparams.new_item_chain = True
+            model.bind_histories(dm.split_histories(split))
+            vectors, chain = model.item_vectors(), model.chain
+            model.network.cold_neighbours = 0
+            model.bind_histories(None)
+            return vectors, chain
+
+        bound = {}
+
+        def with_fold_in(users, scores, last, mask, split):
+            if split not in bound:
+                bound[split] = shipped_scoring(split)
+            vectors, chain = bound[split]
+            own = item_scores(users, vectors, *model.scoring())
+            return (own if chain is None else chain(own, last))[:, new]
+
+        choices["new_item_fold_in + new_item_chain (shipped)"] = with_fold_in
         if dm.cold_items == 0:  # one step back is the standard split's
             factor, valid_share, valid_mass = one_step_back_factor(dm)
             test_targets = torch.cat([t for _, t, *_ in splits["test"]])

@@ -95,11 +95,11 @@ class Recommender:
         self.index = {item: i + 1 for i, item in enumerate(self.data.item_ids)}
         with torch.no_grad():
             self.model.on_predict_epoch_start()  # no table cached from other weights
+            # what predict ranks with: the catalogue's sequences (not the request's, so that a
+            # history's answer does not depend on the others asked with it); rows fitted to them first
+            self.model.bind_histories(datamodule.split_histories("predict"))
             self.item_vectors = self.model.item_vectors().detach()
         self.scoring = self.model.scoring()
-        # what predict ranks with: the catalogue's sequences (not the request's, so that a history's
-        # answer does not depend on the others asked with it)
-        self.model.bind_histories(datamodule.split_histories("predict"))
 
     @classmethod
     def load(cls, run: str | Path, ckpt_path: str | Path | None = None) -> Recommender:

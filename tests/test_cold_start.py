@@ -10,6 +10,7 @@ from sicsrec.content.pairs import build_requests
 from sicsrec.data.datamodule import AlignDataModule, SequenceDataModule
 from sicsrec.errors import ConfigError
 from sicsrec.evaluation import evaluate, popularity_scorer
+from sicsrec.nn.losses import item_scores
 
 
 def module(root, share=0.2, seed=3, **kw) -> SequenceDataModule:
@@ -202,6 +203,39 @@ def test_the_chain_s_prior_weight_trusts_a_row_s_own_counts_as_far_as_they_predi
     assert NewItemChain(noise, seen).weight >= 1000
 
 
+def test_fold_in_fits_a_new_item_s_row_to_the_users_who_just_moved_to_it():
+    """Two kinds of users, of opposite tastes; 40 of kind A (none of kind B) moved to a never-seen item at the last
+    step (a fifth of them). Its fitted row ranks it in the top 3 of 21 for the other users of kind A
+    and in the bottom quarter for kind B; a prior weight that outweighs the data keeps its starting
+    row; cross-validation, seeded, gives the same rows twice and trusts this much clean data (the
+    smallest weight of its grid)."""
+    from sicsrec.nn.new_items import FOLD_IN_WEIGHTS, fold_in
+
+    g = torch.Generator().manual_seed(0)
+    kinds = torch.randn(1, 8, generator=g) * torch.tensor([[1.0], [-1.0]])  # opposite tastes
+    kind = torch.arange(400) % 2
+    users = kinds[kind] + 0.3 * torch.randn(400, 8, generator=g)
+    table = torch.randn(22, 8, generator=g)  # row 0: padding; 1-20 seen; 21 never seen
+    table[21] = 0.0
+    scores = item_scores(users, table[:21])
+    targets = torch.distributions.Categorical(logits=scores).sample()  # what each user took next
+    movers = (kind == 0).nonzero().squeeze(1)[:40]
+    targets[movers] = 21
+    items = torch.tensor([21])
+    rows, weight = fold_in(users, targets, table, items)
+    assert weight == min(FOLD_IN_WEIGHTS)
+    fitted = item_scores(users, table.index_copy(0, items, rows))
+    rank = (fitted > fitted[:, 21:22]).sum(1)  # 0: ranked first, 20: last
+    others = torch.ones(400, dtype=torch.bool)
+    others[movers] = False
+    assert (rank[others & (kind == 0)] <= 2).float().mean() > 0.9
+    assert (rank[kind == 1] >= 15).all()
+    again, _ = fold_in(users, targets, table, items)
+    assert torch.equal(rows, again)
+    kept, _ = fold_in(users, targets, table, items, weight=1e9)
+    assert kept.abs().max() < 1e-3
+
+
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 def test_evaluation_ranks_with_a_chain_of_its_own_split_s_inputs_never_of_its_targets(generated, features):
     """The chain that test ranks with is built from every user's history before the test target
@@ -219,7 +253,7 @@ def test_evaluation_ranks_with_a_chain_of_its_own_split_s_inputs_never_of_its_ta
         histories = dm.split_histories(split)
         assert all(np.array_equal(h, s[: len(s) - cut]) for h, s in zip(histories, dm.sequences))
     torch.manual_seed(0)
-    model = stage2(dm).eval()
+    model = stage2(dm, new_item_fold_in=False).eval()
     trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.test(model, dm, verbose=False)
     held = set(dm.held_out_items.tolist())
@@ -236,3 +270,37 @@ def test_evaluation_ranks_with_a_chain_of_its_own_split_s_inputs_never_of_its_ta
     model.hparams.new_item_chain = False
     trainer.test(model, dm, verbose=False)
     assert model.chain is None
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+def test_test_fits_rows_for_the_new_items_its_inputs_last_step_leads_to_and_chains_the_rest(generated, features):
+    """Test time fits a row for each never-seen item that some test input ends with (a validation
+    item), from those inputs only; the chain scores the never-seen items only earlier steps lead to;
+    the fitted rows are the model's item vectors (what ``export`` writes)."""
+    import lightning as L
+
+    from sicsrec.serving import rescored_items
+
+    dm = module(generated, features=str(features), share=0.1)
+    torch.manual_seed(0)
+    model = stage2(dm).eval()
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.test(model, dm, verbose=False)
+    new = set((~model.seen_items).nonzero().squeeze(1).tolist()) - {0}
+    histories = dm.split_histories("test")
+    last = {int(h[-1]) for h in histories if len(h) > 1}
+    earlier = {int(i) for h in histories for i in h[1:-1]}
+    items, rows = model.fitted
+    assert set(items.tolist()) == new & last and new & last
+    assert set(model.chain.items.tolist()) == (new & earlier) - last
+    with torch.no_grad():
+        table = model.network.item_table(model.content_table(model.network.content_encoder), model.seen_items)
+        assert torch.equal(model.item_vectors()[items], rows) and not torch.equal(table[items], rows)
+    # an item that only earlier steps lead to (no input ends with it any more) is the chain's
+    x = min(new & earlier & last)
+    model.bind_histories([h[:-1] if h[-1] == x else h for h in histories])
+    assert x not in model.fitted[0].tolist() and x in model.chain.items.tolist()
+    assert x in rescored_items(model) and not set(rescored_items(model)) & set(model.fitted[0].tolist())
+    model.hparams.new_item_fold_in = False
+    trainer.test(model, dm, verbose=False)
+    assert model.fitted is None and set(model.chain.items.tolist()) == new & (earlier | last)

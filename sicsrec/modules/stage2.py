@@ -14,8 +14,9 @@ mean of the rows of the seen items whose content is closest to its own, so it is
 its content on the scale of the fitted rows, and it is no negative of the training softmax.
 Two other levers (``item_content``, ``unseen_negatives: false`` alone) are off in the shipped
 configs: on Bili_Food they ranked no cold target (docs/results.md §8). When the histories being
-ranked lead to such an item — other users moved to it after training — it is scored from those
-transitions instead (``new_item_chain``, :mod:`sicsrec.nn.new_items`; docs/results.md §14).
+ranked lead to such an item — other users moved to it after training — its row is fitted to those
+users' last step (``new_item_fold_in``), and the items only earlier steps lead to are scored from
+the transitions into them (``new_item_chain``; :mod:`sicsrec.nn.new_items`; docs/results.md §14–15).
 
 A stage-2 checkpoint holds only what stage 2 trained, and names its stage-1 checkpoint by path
 and SHA-256; loading it rebuilds the stage-1 model from that file first (and refuses another one).
@@ -39,6 +40,7 @@ from lightning.pytorch.utilities import AttributeDict, rank_zero_info
 from torch import nn
 
 from sicsrec.compat import attached_trainer
+from sicsrec.data.batching import pad
 from sicsrec.errors import ConfigError
 from sicsrec.evaluation import Protocol
 from sicsrec.modules.base import RENAMED, RecommenderModule, check_finite, renamed_hparams
@@ -47,7 +49,7 @@ from sicsrec.nn.attention import last_items
 from sicsrec.nn.lora import inject_lora
 from sicsrec.nn.losses import Scoring, item_scores
 from sicsrec.nn.mix_decoder import Fusion, MixDecoder
-from sicsrec.nn.new_items import NewItemChain
+from sicsrec.nn.new_items import NewItemChain, fold_in
 from sicsrec.nn.sicsrec_network import SICSRecNetwork
 from sicsrec.objectives import stage2_objective
 
@@ -152,11 +154,15 @@ class Stage2Module(FeatureTable, RecommenderModule):
         softmax of their cosines over ``content_temperature``, and is left out of the training
         softmax (its row is made of seen items' rows, which must not be pushed down through it);
         0: its own, never-fitted row.
-    new_item_chain: a never-seen item that the histories being ranked lead to (an evaluation
-        split's inputs; at predict time and in ``recommend``, the catalogue's sequences) is scored
-        by the smoothed first-order chain over those histories' transitions, after the user's last
-        item, on the scale of the model's softmax (:class:`sicsrec.nn.new_items.NewItemChain`);
-        ``false``: every item by its row.
+    new_item_fold_in: a never-seen item that the last step of the histories being ranked leads to
+        (an evaluation split's inputs; at predict time and in ``recommend``, the catalogue's
+        sequences) gets the row that best predicts that step of every history under the model's
+        softmax, starting from its borrowed row (:func:`sicsrec.nn.new_items.fold_in`); the row is an
+        item vector like the others (``export`` writes it). ``false``: it keeps its borrowed row.
+    new_item_chain: a never-seen item that only earlier steps of those histories lead to (all of
+        them with ``new_item_fold_in: false``) is scored by the smoothed first-order chain over the
+        histories' transitions, after the user's last item, on the scale of the model's softmax
+        (:class:`sicsrec.nn.new_items.NewItemChain`); ``false``: by its row.
     contrastive_weight: weight of the content-aware contrastive loss (α of the paper).
     content_temperature: τ of the contrastive loss (content-vector similarities, as in stage 1).
     new_parts_lr: learning rate of what stage 2 adds — LoRA adapters, decoder, fusion, the content
@@ -186,6 +192,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
         id_row_dropout: float = 0.1,
         unseen_negatives: bool = True,
         cold_neighbours: int = 5,
+        new_item_fold_in: bool = True,
         new_item_chain: bool = True,
         contrastive_weight: float = 0.2,
         content_temperature: float = 0.05,
@@ -203,7 +210,9 @@ class Stage2Module(FeatureTable, RecommenderModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.stage1_hparams = self.network = None
         self.register_buffer("seen_items", None, persistent=False)  # set from the data (bind_features)
-        self.chain: NewItemChain | None = None  # from the histories being ranked (bind_histories)
+        # from the histories being ranked (bind_histories): fitted rows (items, rows) and the chain
+        self.fitted: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.chain: NewItemChain | None = None
         if num_items is not None and max_len is not None and feature_dims is not None:
             self.build()
 
@@ -361,7 +370,8 @@ class Stage2Module(FeatureTable, RecommenderModule):
         return item_scores(users, self.network.item_table(content, self.seen_items), *self.scoring())
 
     def item_vectors(self) -> torch.Tensor:
-        return self.network.item_table(self.content_table(self.network.content_encoder), self.seen_items)
+        table = self.network.item_table(self.content_table(self.network.content_encoder), self.seen_items)
+        return table if self.fitted is None else table.index_copy(0, *self.fitted)
 
     def user_vectors(self, batch: dict) -> torch.Tensor:
         return self.network(batch["input"], self.content_table(self.network.content_encoder))
@@ -373,10 +383,39 @@ class Stage2Module(FeatureTable, RecommenderModule):
         return scores if self.chain is None else self.chain(scores, last_items(batch["input"]))
 
     def bind_histories(self, histories: list | None) -> None:
-        if histories is None or not self.hparams.new_item_chain or self.seen_items is None:
-            self.chain = None
-        else:
-            self.chain = NewItemChain(histories, self.seen_items).to(self.device)
+        self.fitted = self.chain = None
+        if histories is None or self.seen_items is None:
+            return
+        scored = self.seen_items  # items with a row the chain leaves alone
+        if self.hparams.new_item_fold_in:
+            self.fitted = self.fold_in(histories)
+            if self.fitted is not None:
+                scored = scored.index_fill(0, self.fitted[0], True)
+        if self.hparams.new_item_chain:
+            self.chain = NewItemChain(histories, scored).to(self.device)
+
+    @torch.no_grad()
+    def fold_in(self, histories: list, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(items, rows) for the never-seen items that the histories' last step leads to, fitted on
+        that step of every history (its earlier items in, its last item out); None if there are none."""
+        steps = [h for h in histories if len(h) > 1]
+        targets = torch.tensor([int(h[-1]) for h in steps], dtype=torch.long, device=self.device)
+        items = torch.unique(targets[~self.seen_items[targets]]) if len(steps) else targets
+        if len(items) == 0:
+            return None
+        inputs = [h[:-1][-self.hparams.max_len :] for h in steps]
+        users = torch.cat(
+            [
+                self.user_vectors({"input": pad(inputs[k : k + batch_size]).to(self.device)})
+                for k in range(0, len(inputs), batch_size)
+            ]
+        )
+        rows, weight = fold_in(users, targets, self.item_vectors(), items, self.scoring())
+        rank_zero_info(
+            f"new_item_fold_in: {len(items)} never-seen items fitted on the last step of {len(steps):,} "
+            f"histories (prior weight {weight:g}, chosen by cross-validation)"
+        )
+        return items, rows
 
     def _bind_split(self, split: str) -> None:
         datamodule = getattr(attached_trainer(self), "datamodule", None)

@@ -1,6 +1,12 @@
 """Never-seen items ranked from the interactions that arrived after training.
 
-An item that no training part holds has no fitted row. When the histories being ranked (an
+An item that no training part holds has no fitted row. Where the last step of the histories being
+ranked leads to it (on the standard split: other users' validation items), :func:`fold_in` fits
+its row there, by the model's own softmax and with every other row fixed — the fold-in of a new
+item in matrix factorisation — pulled towards the row it starts from (borrowed through its
+content) by a weight that cross-validation over those transitions chooses. The fitted row is an
+item vector like any other, on the model's scale, and a user whose state resembles the states of
+those who just moved to the item ranks it high. When the histories being ranked (an
 evaluation split's inputs, the catalogue's sequences at predict time) do hold it, they say where
 users came to it from. The smoothed first-order chain over those histories' transitions,
 
@@ -20,7 +26,77 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from sicsrec.nn.losses import Scoring, item_scores
+
 PRIOR_WEIGHTS = tuple(round(10 ** (k / 4)) for k in range(17))  # 1 … 10,000, four steps a decade
+FOLD_IN_WEIGHTS = (1000.0, 300.0, 100.0, 30.0, 10.0, 3.0)  # strongest first: each fit starts from the last
+
+
+def fold_in(
+    users: torch.Tensor,
+    targets: torch.Tensor,
+    table: torch.Tensor,
+    items: torch.Tensor,
+    scoring: tuple[Scoring, float] = ("dot", 1.0),
+    weight: float | None = None,
+    folds: int = 5,
+    chunk: int = 4096,
+) -> tuple[torch.Tensor, float]:
+    """Rows for ``items`` that make the model predict the transitions ``users[n] → targets[n]``
+    best, every other row of ``table`` fixed: the negative log-likelihood of the full softmax plus
+    ``weight / 2 · |row − table[item]|²``. Transitions into other items count too: they are the
+    evidence that their users did not move to ``items``. ``weight`` None: the one of
+    :data:`FOLD_IN_WEIGHTS` with the best held-out likelihood in ``folds``-fold cross-validation
+    over the transitions (seeded, so the same inputs give the same rows). Returns (rows, weight)."""
+    with torch.no_grad():
+        users, items = users.float(), items.to(table.device)
+        others = torch.ones(len(table), dtype=torch.bool, device=table.device)
+        others[items] = False
+        column = torch.full((len(table),), -1, dtype=torch.long, device=table.device)
+        column[items] = torch.arange(len(items), device=table.device)
+        rest, fixed = [], []  # per transition: log Σ exp over the fixed items; the target's fixed score
+        for start in range(0, len(users), chunk):
+            scores = item_scores(users[start : start + chunk], table, *scoring)
+            fixed.append(scores.gather(1, targets[start : start + chunk, None]).squeeze(1))
+            rest.append(scores[:, others].logsumexp(-1))
+        rest, fixed, into = torch.cat(rest), torch.cat(fixed), column[targets]
+        start_rows = table[items].float()
+    padding = table[:1].float()
+
+    def loss(rows: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        new = item_scores(users[n], torch.cat([padding, rows]), *scoring)[:, 1:]
+        target = torch.where(into[n] >= 0, new.gather(1, into[n].clamp(min=0)[:, None]).squeeze(1), fixed[n])
+        return (torch.logaddexp(rest[n], new.logsumexp(-1)) - target).sum()
+
+    def fit(w: float, n: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        rows = start.clone().requires_grad_(True)
+        optimiser = torch.optim.LBFGS([rows], max_iter=50, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            optimiser.zero_grad()
+            value = loss(rows, n) + w / 2 * (rows - start_rows).pow(2).sum()
+            value.backward()
+            return value
+
+        optimiser.step(closure)
+        return rows.detach()
+
+    everyone = torch.arange(len(users), device=users.device)
+    with torch.inference_mode(False), torch.enable_grad():  # evaluation loops run in inference mode
+        users, rest, fixed, into, start_rows, padding = (
+            t.clone() for t in (users, rest, fixed, into, start_rows, padding)
+        )
+        if weight is None:
+            fold = torch.randperm(len(users), generator=torch.Generator().manual_seed(0)).to(users.device) % folds
+            held_out = dict.fromkeys(FOLD_IN_WEIGHTS, 0.0)
+            for k in range(folds):
+                rows = start_rows
+                for w in FOLD_IN_WEIGHTS:
+                    rows = fit(w, everyone[fold != k], rows)
+                    held_out[w] += float(loss(rows, everyone[fold == k]))
+            weight = min(held_out, key=held_out.get)
+        rows = fit(weight, everyone, start_rows)
+    return rows.to(table.dtype), float(weight)
 
 
 def transition_counts(histories: Sequence[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
