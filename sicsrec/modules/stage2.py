@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -403,6 +404,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
         items = torch.unique(targets[~self.seen_items[targets]]) if len(steps) else targets
         if len(items) == 0:
             return None
+        started = time.perf_counter()
         inputs = [h[:-1][-self.hparams.max_len :] for h in steps]
         users = torch.cat(
             [
@@ -413,7 +415,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
         rows, weight = fold_in(users, targets, self.item_vectors(), items, self.scoring())
         rank_zero_info(
             f"new_item_fold_in: {len(items)} never-seen items fitted on the last step of {len(steps):,} "
-            f"histories (prior weight {weight:g}, chosen by cross-validation)"
+            f"histories (prior weight {weight:g}, chosen by cross-validation; {time.perf_counter() - started:.0f} s)"
         )
         return items, rows
 
