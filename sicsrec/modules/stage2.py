@@ -389,16 +389,17 @@ class Stage2Module(FeatureTable, RecommenderModule):
             return
         scored = self.seen_items  # items with a row the chain leaves alone
         if self.hparams.new_item_fold_in:
-            self.fitted = self.fold_in(histories)
+            self.fitted = self.new_item_rows(histories)
             if self.fitted is not None:
                 scored = scored.index_fill(0, self.fitted[0], True)
         if self.hparams.new_item_chain:
             self.chain = NewItemChain(histories, scored).to(self.device)
 
     @torch.no_grad()
-    def fold_in(self, histories: list, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def new_item_rows(self, histories: list, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(items, rows) for the never-seen items that the histories' last step leads to, fitted on
-        that step of every history (its earlier items in, its last item out); None if there are none."""
+        that step of every history (its earlier items in, its last item out) from the rows
+        ``item_vectors`` gives before any fit; None if there are none."""
         steps = [h for h in histories if len(h) > 1]
         targets = torch.tensor([int(h[-1]) for h in steps], dtype=torch.long, device=self.device)
         items = torch.unique(targets[~self.seen_items[targets]]) if len(steps) else targets
