@@ -63,18 +63,22 @@ def fold_in(
         start_rows = table[items].float()
     padding = table[:1].float()
 
-    def loss(rows: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        new = item_scores(users[n], torch.cat([padding, rows]), *scoring)[:, 1:]
-        target = torch.where(into[n] >= 0, new.gather(1, into[n].clamp(min=0)[:, None]).squeeze(1), fixed[n])
-        return (torch.logaddexp(rest[n], new.logsumexp(-1)) - target).sum()
+    def subset(n: torch.Tensor) -> tuple[torch.Tensor, ...]:  # indexed once per fit, not per L-BFGS step
+        return users[n], into[n], fixed[n], rest[n]
+
+    def loss(rows: torch.Tensor, part: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        u, to, fixed_target, rest_lse = part
+        new = item_scores(u, torch.cat([padding, rows]), *scoring)[:, 1:]
+        target = torch.where(to >= 0, new.gather(1, to.clamp(min=0)[:, None]).squeeze(1), fixed_target)
+        return (torch.logaddexp(rest_lse, new.logsumexp(-1)) - target).sum()
 
     def fit(w: float, n: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
-        rows = start.clone().requires_grad_(True)
+        rows, part = start.clone().requires_grad_(True), subset(n)
         optimiser = torch.optim.LBFGS([rows], max_iter=50, line_search_fn="strong_wolfe")
 
         def closure() -> torch.Tensor:
             optimiser.zero_grad()
-            value = loss(rows, n) + w / 2 * (rows - start_rows).pow(2).sum()
+            value = loss(rows, part) + w / 2 * (rows - start_rows).pow(2).sum()
             value.backward()
             return value
 
@@ -93,7 +97,7 @@ def fold_in(
                 rows = start_rows
                 for w in FOLD_IN_WEIGHTS:
                     rows = fit(w, everyone[fold != k], rows)
-                    held_out[w] += float(loss(rows, everyone[fold == k]))
+                    held_out[w] += float(loss(rows, subset(everyone[fold == k])))
             weight = min(held_out, key=held_out.get)
         rows = fit(weight, everyone, start_rows)
     return rows.to(table.dtype), float(weight)
