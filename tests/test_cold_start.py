@@ -276,7 +276,8 @@ def test_evaluation_ranks_with_a_chain_of_its_own_split_s_inputs_never_of_its_ta
 def test_test_fits_rows_for_the_new_items_its_inputs_last_step_leads_to_and_chains_the_rest(generated, features):
     """Test time fits a row for each never-seen item that some test input ends with (a validation
     item), from those inputs only; the chain scores the never-seen items only earlier steps lead to;
-    the fitted rows are the model's item vectors (what ``export`` writes)."""
+    the fitted rows are the model's item vectors (what ``export`` writes). Validation fits none:
+    the chain scores every never-seen item its inputs hold."""
     import lightning as L
 
     from sicsrec.serving import rescored_items
@@ -304,3 +305,7 @@ def test_test_fits_rows_for_the_new_items_its_inputs_last_step_leads_to_and_chai
     model.hparams.new_item_fold_in = False
     trainer.test(model, dm, verbose=False)
     assert model.fitted is None and set(model.chain.items.tolist()) == new & (earlier | last)
+    model.hparams.new_item_fold_in = True
+    trainer.validate(model, dm, verbose=False)
+    valid = {int(i) for h in dm.split_histories("valid") for i in h[1:]}
+    assert model.fitted is None and set(model.chain.items.tolist()) == new & valid and new & valid

@@ -156,10 +156,11 @@ class Stage2Module(FeatureTable, RecommenderModule):
         softmax (its row is made of seen items' rows, which must not be pushed down through it);
         0: its own, never-fitted row.
     new_item_fold_in: a never-seen item that the last step of the histories being ranked leads to
-        (an evaluation split's inputs; at predict time and in ``recommend``, the catalogue's
-        sequences) gets the row that best predicts that step of every history under the model's
-        softmax, starting from its borrowed row (:func:`sicsrec.nn.new_items.fold_in`); the row is an
-        item vector like the others (``export`` writes it). ``false``: it keeps its borrowed row.
+        (the test split's inputs; at predict time and in ``recommend``, the catalogue's sequences;
+        not validation's, which chains them) gets the row that best predicts that step of every
+        history under the model's softmax, starting from its borrowed row
+        (:func:`sicsrec.nn.new_items.fold_in`); the row is an item vector like the others (``export``
+        writes it). ``false``: it keeps its borrowed row.
     new_item_chain: a never-seen item that only earlier steps of those histories lead to (all of
         them with ``new_item_fold_in: false``) is scored by the smoothed first-order chain over the
         histories' transitions, after the user's last item, on the scale of the model's softmax
@@ -383,12 +384,15 @@ class Stage2Module(FeatureTable, RecommenderModule):
     def rescore(self, scores: torch.Tensor, batch: dict) -> torch.Tensor:
         return scores if self.chain is None else self.chain(scores, last_items(batch["input"]))
 
-    def bind_histories(self, histories: list | None) -> None:
+    def bind_histories(self, histories: list | None, fit_rows: bool = True) -> None:
+        """``fit_rows`` False (validation): no fold-in, the chain scores every never-seen item — on
+        Bili_Food's cold-start runs the fit at every validation changed no kept epoch's test
+        numbers and made stage 2 two to three times slower (docs/results.md §16)."""
         self.fitted = self.chain = None
         if histories is None or self.seen_items is None:
             return
         scored = self.seen_items  # items with a row the chain leaves alone
-        if self.hparams.new_item_fold_in:
+        if self.hparams.new_item_fold_in and fit_rows:
             self.fitted = self.new_item_rows(histories)
             if self.fitted is not None:
                 scored = scored.index_fill(0, self.fitted[0], True)
@@ -423,7 +427,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
     def _bind_split(self, split: str) -> None:
         datamodule = getattr(attached_trainer(self), "datamodule", None)
         split_histories = getattr(datamodule, "split_histories", None)
-        self.bind_histories(split_histories(split) if split_histories is not None else None)
+        self.bind_histories(split_histories(split) if split_histories is not None else None, split != "valid")
 
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()
