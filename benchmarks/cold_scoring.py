@@ -20,7 +20,8 @@ new items by n_j · exp(similarity / τ)), or the chain (``new_item_chain``, its
 or given; :mod:`sicsrec.nn.new_items`; the never-seen items it does not score keep the
 checkpoint's borrowed rows, as under ``sicsrec test``), or what the model ships
 (``new_item_fold_in``: rows fitted to the inputs' last step, the chain for the never-seen items
-only earlier steps lead to; exactly ``sicsrec test``'s scoring) — and prints, for
+only earlier steps lead to; exactly ``sicsrec test``'s scoring), or the same with the fold-in's
+weight λ given (``new_item_fold_in, λ = w``) instead of cross-validated — and prints, for
 validation and test, under the ``recbole`` and ``ninerec`` protocols: HR@10 / NDCG@10, HR@10 on
 targets that occur in no training part (cold) and on the others (rest); under the cold-start
 protocol (``cold_items``) on the held-out items' targets and the rest instead. Seen items keep
@@ -43,7 +44,7 @@ import torch.nn.functional as F
 from sicsrec.evaluation import metrics_from_ranks, target_ranks
 from sicsrec.nn.attention import last_items
 from sicsrec.nn.losses import item_scores
-from sicsrec.nn.new_items import NewItemChain
+from sicsrec.nn.new_items import FOLD_IN_WEIGHTS, NewItemChain
 from sicsrec.serving import Recommender
 
 
@@ -182,10 +183,13 @@ def main() -> None:
         choices["new_item_chain alone, m fitted on the inputs"] = with_chain(None)
         choices.update({f"new_item_chain, m = {m}": with_chain(m) for m in (10, 100, 1000)})
 
-        def shipped_scoring(split: str):
-            """The model's own scoring of a split: bound to its inputs as ``sicsrec test`` binds it."""
+        def shipped_scoring(split: str, weight: float | None):
+            """The model's own scoring of a split, bound to its inputs as ``sicsrec test`` binds the
+            test split (validation too, here: under the cold-start protocol its inputs end with
+            held-out items, so λ can be read off validation)."""
             model.network.cold_neighbours = shipped[0]
             model.hparams.new_item_fold_in = model.hparams.new_item_chain = True
+            model.hparams.new_item_fold_in_weight = weight
             model.bind_histories(dm.split_histories(split))
             vectors, chain = model.item_vectors(), model.chain
             model.network.cold_neighbours = 0
@@ -194,14 +198,18 @@ def main() -> None:
 
         bound = {}
 
-        def with_fold_in(users, scores, last, mask, split):
-            if split not in bound:
-                bound[split] = shipped_scoring(split)
-            vectors, chain = bound[split]
-            own = item_scores(users, vectors, *model.scoring())
-            return (own if chain is None else chain(own, last))[:, new]
+        def with_fold_in(weight: float | None = None):
+            def score(users, scores, last, mask, split):
+                if (split, weight) not in bound:
+                    bound[split, weight] = shipped_scoring(split, weight)
+                vectors, chain = bound[split, weight]
+                own = item_scores(users, vectors, *model.scoring())
+                return (own if chain is None else chain(own, last))[:, new]
 
-        choices["new_item_fold_in + new_item_chain (shipped)"] = with_fold_in
+            return score
+
+        choices["new_item_fold_in + new_item_chain (shipped)"] = with_fold_in()
+        choices.update({f"new_item_fold_in, λ = {w:g}": with_fold_in(w) for w in FOLD_IN_WEIGHTS})
         if dm.cold_items == 0:  # one step back is the standard split's
             factor, valid_share, valid_mass = one_step_back_factor(dm)
             test_targets = torch.cat([t for _, t, *_ in splits["test"]])

@@ -161,6 +161,9 @@ class Stage2Module(FeatureTable, RecommenderModule):
         history under the model's softmax, starting from its borrowed row
         (:func:`sicsrec.nn.new_items.fold_in`); the row is an item vector like the others (``export``
         writes it). ``false``: it keeps its borrowed row.
+    new_item_fold_in_weight: the fold-in's pull λ towards the borrowed row; ``null``: the one of
+        :data:`sicsrec.nn.new_items.FOLD_IN_WEIGHTS` that 5-fold cross-validation over the fitted
+        step's transitions chooses.
     new_item_chain: a never-seen item that only earlier steps of those histories lead to (all of
         them with ``new_item_fold_in: false``) is scored by the smoothed first-order chain over the
         histories' transitions, after the user's last item, on the scale of the model's softmax
@@ -195,6 +198,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
         unseen_negatives: bool = True,
         cold_neighbours: int = 5,
         new_item_fold_in: bool = True,
+        new_item_fold_in_weight: float | None = None,
         new_item_chain: bool = True,
         contrastive_weight: float = 0.2,
         content_temperature: float = 0.05,
@@ -417,10 +421,12 @@ class Stage2Module(FeatureTable, RecommenderModule):
                 for k in range(0, len(inputs), batch_size)
             ]
         )
-        rows, weight = fold_in(users, targets, self.item_vectors(), items, self.scoring())
+        given = self.hparams.new_item_fold_in_weight
+        rows, weight = fold_in(users, targets, self.item_vectors(), items, self.scoring(), weight=given)
+        chosen = "given" if given is not None else "chosen by cross-validation"
         rank_zero_info(
             f"new_item_fold_in: {len(items)} never-seen items fitted on the last step of {len(steps):,} "
-            f"histories (prior weight {weight:g}, chosen by cross-validation; {time.perf_counter() - started:.0f} s)"
+            f"histories (prior weight {weight:g}, {chosen}; {time.perf_counter() - started:.0f} s)"
         )
         return items, rows
 
