@@ -433,7 +433,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
     def _bind_split(self, split: str) -> None:
         datamodule = getattr(attached_trainer(self), "datamodule", None)
         split_histories = getattr(datamodule, "split_histories", None)
-        self.bind_histories(split_histories(split) if split_histories is not None else None, split != "valid")
+        self.bind_histories(split_histories(split) if split_histories is not None else None, fit_rows=split != "valid")
 
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()
