@@ -15,8 +15,9 @@ its content on the scale of the fitted rows, and it is no negative of the traini
 Two other levers (``item_content``, ``unseen_negatives: false`` alone) are off in the shipped
 configs: on Bili_Food they ranked no cold target (docs/results.md §8). When the histories being
 ranked lead to such an item — other users moved to it after training — its row is fitted to those
-users' last step (``new_item_fold_in``), and the items only earlier steps lead to are scored from
-the transitions into them (``new_item_chain``; :mod:`sicsrec.nn.new_items`; docs/results.md §14–15).
+users' last step (``new_item_fold_in``; at test and predict time, validation chains it), and
+the items only earlier steps lead to are scored from the transitions into them
+(``new_item_chain``; :mod:`sicsrec.nn.new_items`; docs/results.md §14–17).
 
 A stage-2 checkpoint holds only what stage 2 trained, and names its stage-1 checkpoint by path
 and SHA-256; loading it rebuilds the stage-1 model from that file first (and refuses another one).
@@ -390,8 +391,8 @@ class Stage2Module(FeatureTable, RecommenderModule):
 
     def bind_histories(self, histories: list | None, fit_rows: bool = True) -> None:
         """``fit_rows`` False (validation): no fold-in, the chain scores every never-seen item — on
-        Bili_Food's cold-start runs the fit at every validation changed no kept epoch's test
-        numbers and made stage 2 two to three times slower (docs/results.md §16)."""
+        Bili_Food's cold-start runs fitting at every validation left the test numbers level (three
+        seeds) and made stage 2 two to three times slower (docs/results.md §16)."""
         self.fitted = self.chain = None
         if histories is None or self.seen_items is None:
             return
