@@ -45,7 +45,7 @@ from sicsrec.evaluation import metrics_from_ranks, target_ranks
 from sicsrec.nn.attention import last_items
 from sicsrec.nn.losses import item_scores
 from sicsrec.nn.new_items import FOLD_IN_WEIGHTS, NewItemChain
-from sicsrec.serving import Recommender
+from sicsrec.serving import load_model
 
 
 def main() -> None:
@@ -55,8 +55,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="score only the choices whose name matches this regular expression")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    recommender = Recommender.load(args.run, args.ckpt_path)
-    model, dm = recommender.model, recommender.datamodule
+    model, dm, _ = load_model(args.run, args.ckpt_path)  # each row below binds what it scores with
     shipped = (model.network.cold_neighbours, model.network.neighbour_temperature)  # the checkpoint's borrowing
     model.network.cold_neighbours = 0  # the items' own rows: every scoring below replaces them
     model.bind_histories(None)  # no new_item_chain but where a row below asks for it

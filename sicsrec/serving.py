@@ -86,6 +86,30 @@ class Recommendation:
     vector: list[float] | None = None
 
 
+def load_model(run: str | Path, ckpt_path: str | Path | None = None):
+    """(model, datamodule, checkpoint path) of a run folder (or config file), weights loaded and
+    nothing bound to any histories yet: what a benchmark that scores its own splits starts from
+    (a :class:`Recommender` also fits the catalogue's new items, minutes on a large set)."""
+    from sicsrec.cli import SicsrecCLI
+
+    config, ckpt_path = run_files(run, ckpt_path)
+    values = read_config(config)
+    checkpoint = SicsrecCLI.check_checkpoint(str(ckpt_path), str(values["model"].get("class_path", "")).split(".")[-1])
+    if "stage1_checkpoint" in checkpoint:  # found from wherever the stage-2 checkpoint now is
+        from sicsrec.modules.stage2 import locate_stage1
+
+        init = values["model"].setdefault("init_args", {})
+        init["stage1_checkpoint"] = locate_stage1(
+            init.get("stage1_checkpoint"), ckpt_path, checkpoint["stage1_checkpoint"]
+        )
+    model, datamodule = build_from_config(values, config)
+    model.bind_features(datamodule)
+    model.bind_data(datamodule.num_items, datamodule.max_len)
+    model.on_load_checkpoint(checkpoint)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval(), datamodule, ckpt_path
+
+
 class Recommender:
     """A trained model kept in memory with its catalogue: histories in, top-K items out."""
 
@@ -104,25 +128,7 @@ class Recommender:
     @classmethod
     def load(cls, run: str | Path, ckpt_path: str | Path | None = None) -> Recommender:
         """The model of a run folder (or config file) with the weights of ``ckpt_path`` (default: the run's best)."""
-        from sicsrec.cli import SicsrecCLI
-
-        config, ckpt_path = run_files(run, ckpt_path)
-        values = read_config(config)
-        checkpoint = SicsrecCLI.check_checkpoint(
-            str(ckpt_path), str(values["model"].get("class_path", "")).split(".")[-1]
-        )
-        if "stage1_checkpoint" in checkpoint:  # found from wherever the stage-2 checkpoint now is
-            from sicsrec.modules.stage2 import locate_stage1
-
-            init = values["model"].setdefault("init_args", {})
-            init["stage1_checkpoint"] = locate_stage1(
-                init.get("stage1_checkpoint"), ckpt_path, checkpoint["stage1_checkpoint"]
-            )
-        model, datamodule = build_from_config(values, config)
-        model.bind_features(datamodule)
-        model.bind_data(datamodule.num_items, datamodule.max_len)
-        model.on_load_checkpoint(checkpoint)
-        model.load_state_dict(checkpoint["state_dict"])
+        model, datamodule, ckpt_path = load_model(run, ckpt_path)
         return cls(model, datamodule, ckpt_path)
 
     def lookup(self, items: list) -> tuple[np.ndarray, list[str]]:
