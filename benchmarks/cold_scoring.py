@@ -60,7 +60,6 @@ def main() -> None:
     model.network.cold_neighbours = 0  # the items' own rows: every scoring below replaces them
     model.bind_histories(None)  # no new_item_chain but where a row below asks for it
     dm.setup("test")
-    model.eval()
     seen = model.seen_items.clone()
     seen[0] = False
     with torch.no_grad():
