@@ -160,6 +160,37 @@ def test_a_never_seen_item_borrows_the_content_weighted_rows_of_its_nearest_seen
         assert torch.allclose(table[new], (weights[:, None] * rows[top.indices]).sum(0), atol=1e-6)
 
 
+@pytest.mark.parametrize("skip_new_items", [True, False])
+def test_a_never_seen_item_in_a_history_is_skipped_by_the_encoders(generated, features, skip_new_items):
+    """With ``skip_new_items`` an evaluation input that holds held-out items gives the user vector of
+    the same input without them, so their never-fitted rows play no part (a history of held-out
+    items only is read as it is); without, those rows are read."""
+    from sicsrec.data.batching import pad
+
+    dm = module(generated, features=str(features))
+    dm.setup("test")
+    torch.manual_seed(0)
+    model = stage2(dm, skip_new_items=skip_new_items).eval()
+    held = torch.from_numpy(dm.held_out_items)
+    batch = next(iter(dm.test_dataloader()))
+    items = batch["input"][torch.isin(batch["input"], held).any(1)]
+    assert len(items) > 0, "generated data: some test input should hold a held-out item"
+    only_held = pad([held[:3].numpy()])  # nothing seen: read as it is
+    without = pad([[i for i in row.tolist() if i > 0 and i not in set(held.tolist())] for row in items])
+    with torch.no_grad():
+        users = model.user_vectors({"input": items})
+        users_without = model.user_vectors({"input": without})
+        alone = model.user_vectors({"input": only_held})
+        rows = model.network.id_encoder.item_embedding.weight
+        rows[held] += torch.randn(len(held), rows.shape[1], generator=torch.Generator().manual_seed(1))
+        moved, alone_moved = model.user_vectors({"input": items}), model.user_vectors({"input": only_held})
+    assert not torch.allclose(alone, alone_moved, atol=1e-4)
+    if skip_new_items:
+        assert torch.allclose(users, users_without, atol=1e-5) and torch.allclose(moved, users, atol=1e-5)
+    else:
+        assert not torch.allclose(users, users_without, atol=1e-4) and not torch.allclose(moved, users, atol=1e-4)
+
+
 def test_the_new_item_chain_scores_a_never_seen_item_from_the_transitions_into_it():
     """Item 9, which training never saw, follows item 3 in 8 of the 10 histories that hold 3: after
     3 the mixture gives it exactly the chain's p(9 | 3) and ranks it first; after 4, which never

@@ -156,6 +156,10 @@ class Stage2Module(FeatureTable, RecommenderModule):
         softmax of their cosines over ``content_temperature``, and is left out of the training
         softmax (its row is made of seen items' rows, which must not be pushed down through it);
         0: its own, never-fitted row.
+    skip_new_items: a never-seen item in a history being ranked is left out of what the encoders read
+        (its ID row was only ever pushed down in training; its content neighbours' rows read worse
+        still, docs/results.md §19); it stays in the history the chain and the exclusion of
+        watched items look at. ``false``: it is read through its own row.
     new_item_fold_in: a never-seen item that the last step of the histories being ranked leads to
         (the test split's inputs; at predict time and in ``recommend``, the catalogue's sequences;
         not validation's, which chains them) gets the row that best predicts that step of every
@@ -198,6 +202,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
         id_row_dropout: float = 0.1,
         unseen_negatives: bool = True,
         cold_neighbours: int = 5,
+        skip_new_items: bool = True,
         new_item_fold_in: bool = True,
         new_item_fold_in_weight: float | None = None,
         new_item_chain: bool = True,
@@ -280,6 +285,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
             h.id_row_dropout,
             h.cold_neighbours,
             h.content_temperature,
+            h.skip_new_items,
         )
 
     def _pretrained_encoders(self) -> tuple[AttributeDict, nn.Module, nn.Module]:
@@ -381,7 +387,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
         return table if self.fitted is None else table.index_copy(0, *self.fitted)
 
     def user_vectors(self, batch: dict) -> torch.Tensor:
-        return self.network(batch["input"], self.content_table(self.network.content_encoder))
+        return self.network(batch["input"], self.content_table(self.network.content_encoder), seen=self.seen_items)
 
     def scores(self, batch: dict) -> dict[str, torch.Tensor]:
         return {"main": self.score(batch)}

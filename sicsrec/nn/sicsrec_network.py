@@ -27,7 +27,10 @@ class SICSRecNetwork(nn.Module):
     seen items whose content vectors are closest to its own (weights: softmax of the cosines over
     ``neighbour_temperature``): its row is then on the scale of the fitted rows, so a new item
     that looks like what the user is likely to watch next ranks like those items do. (Training
-    leaves such items out of its softmax, so their rows are borrowed outside training only.)
+    leaves such items out of its softmax, so their rows are borrowed outside training only.) With
+    ``skip_new_items`` such an item in a history being ranked is left out of what the encoders
+    read: its own row is one training only pushed down, and read as an input it misleads the user
+    state at the position that matters most (a borrowed row misleads it more: docs/results.md §19).
 
     Args:
         id_encoder, content_encoder: the stage-1 sequence encoders (ID: ``encoder(items)`` and an
@@ -40,6 +43,8 @@ class SICSRecNetwork(nn.Module):
         id_row_dropout: share of items scored through content alone in a training step.
         cold_neighbours: how many seen items a never-seen item borrows its ID row from (0: none).
         neighbour_temperature: τ of the softmax over their content cosines.
+        skip_new_items: outside training, never-seen items (``seen`` false) are dropped from the input
+            histories (a history of nothing else is read as it is).
     """
 
     def __init__(
@@ -54,12 +59,14 @@ class SICSRecNetwork(nn.Module):
         id_row_dropout: float = 0.0,
         cold_neighbours: int = 0,
         neighbour_temperature: float = 0.05,
+        skip_new_items: bool = False,
     ):
         super().__init__()
         self.id_encoder, self.content_encoder, self.decoder, self.fusion = id_encoder, content_encoder, decoder, fusion
         self.content_to_items = content_to_items
         self.head, self.item_dropout, self.id_row_dropout = head, item_dropout, id_row_dropout
         self.cold_neighbours, self.neighbour_temperature = cold_neighbours, neighbour_temperature
+        self.skip_new_items = skip_new_items
 
     def item_table(self, content: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
         """What user vectors are scored against, given the content table ``content`` and which items
@@ -88,8 +95,13 @@ class SICSRecNetwork(nn.Module):
         borrowed = (weights[..., None] * table[old[nearest]]).sum(1)
         return table.index_copy(0, new, borrowed.to(table.dtype))
 
-    def forward(self, items: torch.Tensor, content: torch.Tensor, all_positions: bool = False) -> torch.Tensor:
-        """User vectors: at every position (B, L, D) or each row's last real one (B, D)."""
+    def forward(
+        self, items: torch.Tensor, content: torch.Tensor, all_positions: bool = False, seen: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """User vectors: at every position (B, L, D) or each row's last real one (B, D); ``seen``:
+        which items occur in training (for ``skip_new_items``; None: all)."""
+        if self.skip_new_items and seen is not None and not self.training:  # training inputs hold none
+            items = seen_only(items, seen)
         id_h = self.id_encoder(items)
         content_h = self.content_encoder(items, content)
         streams = [id_h, content_h]
@@ -107,3 +119,12 @@ class SICSRecNetwork(nn.Module):
         if self.head != "ensemble":
             return users
         return users[..., users.shape[-1] // 2 :]
+
+
+def seen_only(items: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    """Right-padded ``items`` with the never-seen ones dropped and the rest moved left, in order; a
+    row with no seen item is kept as it is."""
+    keep = seen[items] & (items > 0)
+    keep = keep | ~keep.any(1, keepdim=True) & (items > 0)
+    order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices
+    return torch.where(keep.gather(1, order), items.gather(1, order), torch.zeros_like(items))
