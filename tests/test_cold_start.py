@@ -176,7 +176,8 @@ def test_a_never_seen_item_in_a_history_is_skipped_by_the_encoders(generated, fe
     items = batch["input"][torch.isin(batch["input"], held).any(1)]
     assert len(items) > 0, "generated data: some test input should hold a held-out item"
     only_held = pad([held[:3].numpy()])  # nothing seen: read as it is
-    without = pad([[i for i in row.tolist() if i > 0 and i not in set(held.tolist())] for row in items])
+    held_ids = set(held.tolist())
+    without = pad([[i for i in row.tolist() if i > 0 and i not in held_ids] for row in items])
     with torch.no_grad():
         users = model.user_vectors({"input": items})
         users_without = model.user_vectors({"input": without})
