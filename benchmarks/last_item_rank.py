@@ -17,7 +17,7 @@ import torch
 
 from sicsrec.evaluation import metrics_from_ranks, target_ranks
 from sicsrec.nn.attention import last_items
-from sicsrec.serving import Recommender
+from sicsrec.serving import load_model
 
 
 def main() -> None:
@@ -26,9 +26,9 @@ def main() -> None:
     parser.add_argument("--ckpt_path", default=None)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    recommender = Recommender.load(args.run, args.ckpt_path)
-    model, dm = recommender.model, recommender.datamodule
+    model, dm, _ = load_model(args.run, args.ckpt_path)
     dm.setup("test")
+    bind_split = getattr(model, "bind_split", None)  # models that score new items from the histories being ranked
     print(
         "| split | last item 1st | last item in top 10 | HR@10 / NDCG@10 as ranked | last item masked "
         "| history masked |"
@@ -37,6 +37,8 @@ def main() -> None:
     for split, loader in (("valid", dm.val_dataloader()), ("test", dm.test_dataloader())):
         first = in_top = users = 0
         ranks = {"as ranked": [], "last masked": [], "history masked": []}
+        if bind_split is not None:
+            bind_split(split, dm)  # as `sicsrec validate` / `sicsrec test` bind it
         with torch.no_grad():
             for batch in loader:
                 scores = model.score(batch)

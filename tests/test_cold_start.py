@@ -345,3 +345,5 @@ def test_test_fits_rows_for_the_new_items_its_inputs_last_step_leads_to_and_chai
     trainer.validate(model, dm, verbose=False)
     valid = {int(i) for h in dm.split_histories("valid") for i in h[1:]}
     assert model.fitted is None and set(model.chain.items.tolist()) == new & valid and new & valid
+    model.bind_split("test", dm)  # outside Lightning (a benchmark): the same binding as trainer.test
+    assert set(model.fitted[0].tolist()) == new & last and torch.equal(model.fitted[1], rows)

@@ -437,22 +437,26 @@ class Stage2Module(FeatureTable, RecommenderModule):
         )
         return items, rows
 
-    def _bind_split(self, split: str) -> None:
-        datamodule = getattr(attached_trainer(self), "datamodule", None)
+    def bind_split(self, split: str, datamodule=None) -> None:
+        """Bind the histories of ``split`` (``valid``, ``test`` or ``predict``) of ``datamodule`` —
+        by default the attached trainer's — as that loop does: a script that scores a split outside
+        Lightning binds its own split, never another's (the predict split's last steps are the test
+        targets)."""
+        datamodule = datamodule if datamodule is not None else getattr(attached_trainer(self), "datamodule", None)
         split_histories = getattr(datamodule, "split_histories", None)
         self.bind_histories(split_histories(split) if split_histories is not None else None, fit_rows=split != "valid")
 
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()
-        self._bind_split("valid")
+        self.bind_split("valid")
 
     def on_test_epoch_start(self) -> None:
         super().on_test_epoch_start()
-        self._bind_split("test")
+        self.bind_split("test")
 
     def on_predict_epoch_start(self) -> None:
         super().on_predict_epoch_start()
-        self._bind_split("predict")
+        self.bind_split("predict")
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         h = self.hparams
