@@ -130,10 +130,13 @@ class ChatServer:
                     prompt = body["messages"][0]["content"]
                     first = prompt.split("Candidates:\n")[1].splitlines()[0]
                     payload = json.dumps({"choices": [{"message": {"content": first}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(payload)
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # after "sleep" the client has timed out and gone: nothing to answer
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
