@@ -13,8 +13,9 @@ from lightning.pytorch.loggers import CSVLogger
 from sicsrec import compat
 
 
-def trainer(**kwargs) -> L.Trainer:
-    return L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, **kwargs)
+def trainer(**kwargs) -> L.Trainer:  # writes nothing (no checkpoints into the working directory)
+    quiet = dict(logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    return L.Trainer(**quiet, **kwargs)
 
 
 def test_the_installed_lightning_is_a_checked_version_and_the_cli_hook_exists():
