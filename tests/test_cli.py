@@ -273,13 +273,16 @@ def test_recommend_names_a_bad_histories_line_and_a_run_it_cannot_read(tmp_path,
         assert expected in err and "Traceback" not in err
 
 
-def effective_optimizer(spec: dict) -> tuple:
+def effective_class_spec(spec: dict | None) -> tuple | None:
+    """An optimiser's or scheduler's ``{class_path, init_args}`` with the class's own defaults filled in."""
     import importlib
     import inspect
 
+    if spec is None:
+        return None
     module, _, name = spec["class_path"].rpartition(".")
     parameters = inspect.signature(getattr(importlib.import_module(module), name).__init__).parameters
-    defaults = {k: p.default for k, p in parameters.items() if k not in ("self", "params")}
+    defaults = {k: p.default for k, p in parameters.items() if k not in ("self", "params", "optimizer")}
     return spec["class_path"], {**defaults, **spec.get("init_args", {})}
 
 
@@ -307,8 +310,8 @@ def test_the_code_defaults_are_what_the_shipped_stage_configs_use():
             if key in switches.get(name, set()):
                 assert value != default, (name, key)  # a switch that switches nothing is noise
                 continue
-            if key == "optimizer":  # compared with the optimiser's own defaults filled in
-                assert effective_optimizer(value) == effective_optimizer(default), (name, key)
+            if key in ("optimizer", "scheduler"):  # compared with the class's own defaults filled in
+                assert effective_class_spec(value) == effective_class_spec(default), (name, key)
                 continue
             assert (list(default) if isinstance(default, tuple) else default) == value, (name, key)
 

@@ -2,6 +2,7 @@
 
 from functools import partial
 
+import pytest
 import torch
 
 from sicsrec.modules import Stage1Module
@@ -38,3 +39,21 @@ def test_scheduler_is_attached_with_the_validation_monitor():
     assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau)
     assert config["lr_scheduler"]["monitor"] == "valid/hr@10"
     assert len(config["optimizer"].param_groups) == 2
+
+
+def test_stage2_warms_its_learning_rate_up_over_its_first_ten_epochs():
+    """Stage 2 starts from a fitted model: its first steps must be small (docs/results.md §21)."""
+
+    from sicsrec.modules import Stage2Module
+
+    model = Stage2Module(stage1_checkpoint=None)
+    weight = torch.nn.Parameter(torch.zeros(2))
+    optimizer = model.optimizer([weight])
+    scheduler = model.scheduler(optimizer)
+    rates = []
+    for _ in range(12):  # one step per epoch, as Lightning steps it
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(1e-5) and rates[10] == rates[11] == pytest.approx(1e-3)
+    assert all(a < b for a, b in zip(rates[:10], rates[1:11]))

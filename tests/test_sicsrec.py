@@ -89,7 +89,9 @@ def test_lora_adds_under_five_percent_of_each_frozen_encoder(generated, features
     model = Stage1Module(use_content=True)  # default size: hidden 256
     model.bind_features(dm)
     model.bind_data(dm.num_items, dm.max_len)
-    trainer = L.Trainer(max_epochs=0, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        max_epochs=0, logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path
+    )
     trainer.fit(model, dm)
     trainer.save_checkpoint(tmp_path / "s1.ckpt")
     stage2 = Stage2Module(str(tmp_path / "s1.ckpt"))
@@ -310,9 +312,8 @@ def test_new_parts_lr_steps_what_stage2_adds_at_its_own_rate_and_stage1_parts_at
     dm = datamodule(generated, features)
     dm.setup("fit")
     L.seed_everything(0, verbose=False)
-    model = method_model(
-        stage1_checkpoint, dm, new_parts_lr=1e-2, optimizer=lambda params: torch.optim.Adam(params, lr=1e-4)
-    ).train()
+    adam = lambda params: torch.optim.Adam(params, lr=1e-4)  # noqa: E731
+    model = method_model(stage1_checkpoint, dm, new_parts_lr=1e-2, optimizer=adam, scheduler=None).train()
     with torch.no_grad():  # a fusion map that is not zero, as after some training: the decoder gets gradients
         model.network.fusion.delta.weight.normal_(0.0, 0.05)
     optimizer = model.configure_optimizers()
@@ -327,7 +328,7 @@ def test_new_parts_lr_steps_what_stage2_adds_at_its_own_rate_and_stage1_parts_at
     step = {n: (p.detach() - before[n]).abs().max().item() for n, p in trained.items()}
     assert step["network.decoder.layers.0.feed_forward.dense_in.weight"] == pytest.approx(1e-2, rel=0.05)
     assert step["network.id_encoder.item_embedding.weight"] == pytest.approx(1e-4, rel=0.05)
-    plain = method_model(stage1_checkpoint, dm, optimizer=lambda params: torch.optim.Adam(params, lr=1e-4))
+    plain = method_model(stage1_checkpoint, dm, optimizer=adam, scheduler=None)
     assert {g["lr"] for g in plain.configure_optimizers().param_groups} == {1e-4}  # null: one rate for all
 
 
@@ -374,7 +375,7 @@ def test_validating_the_starting_point_keeps_it_when_tuning_only_hurts(
 
     L.seed_everything(0, verbose=False)
     wreck = lambda params: torch.optim.Adam(params, lr=0.3)  # noqa: E731
-    model = Stage2Module(stage1_checkpoint, head="ensemble", optimizer=wreck)
+    model = Stage2Module(stage1_checkpoint, head="ensemble", optimizer=wreck, scheduler=None)  # no warm-up
     dm = datamodule(generated, features)
     start = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).validate(
         model, dm, verbose=False

@@ -35,7 +35,7 @@ def renamed_hparams(class_name: str, hparams: dict) -> dict:
 
 
 def as_callable(spec):
-    """A ``{"class_path", "init_args"}`` spec — an optimiser default written so that
+    """A ``{"class_path", "init_args"}`` spec — an optimiser or scheduler default written so that
     ``--print_config`` shows it, or a network as a checkpoint's hyperparameters record it — as the
     callable LightningCLI makes of one (the class with those arguments bound); a callable (or None)
     stays as it is."""
@@ -100,7 +100,7 @@ class RecommenderModule(L.LightningModule):
         monitor: str = "valid/hr@10",
     ):
         super().__init__()
-        self.optimizer, self.scheduler = as_callable(optimizer), scheduler
+        self.optimizer, self.scheduler = as_callable(optimizer), as_callable(scheduler)
         self.monitor, self.views = monitor, tuple(views)
         self.valid_metrics = nn.ModuleDict({v: RankingMetrics(protocol=protocol) for v in self.views})
         self.test_metrics = nn.ModuleDict({v: RankingMetrics(protocol=protocol) for v in self.views})
