@@ -5,7 +5,7 @@ from functools import partial
 import pytest
 import torch
 
-from sicsrec.modules import Stage1Module
+from sicsrec.modules import Stage1Module, Stage2Module
 
 
 def test_parameter_groups_keep_biases_and_norms_free_of_weight_decay():
@@ -43,9 +43,6 @@ def test_scheduler_is_attached_with_the_validation_monitor():
 
 def test_stage2_warms_its_learning_rate_up_over_its_first_ten_epochs():
     """Stage 2 starts from a fitted model: its first steps must be small (docs/results.md §21)."""
-
-    from sicsrec.modules import Stage2Module
-
     model = Stage2Module(stage1_checkpoint=None)
     weight = torch.nn.Parameter(torch.zeros(2))
     optimizer = model.optimizer([weight])
