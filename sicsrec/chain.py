@@ -143,20 +143,43 @@ class Chain:
             _set(config, key, value)
         return config
 
-    def stage_config(self, step: str, seed: int) -> dict:
+    def stage_config(self, step: str, seed: int, version: str | None = None) -> dict:
         """The stage's config for one seed: its own run folder, seed, features, stage-1 checkpoint, overrides."""
-        version = self.version(step, seed)
+        version = version or self.version(step, seed)
         config = self.dataset.resolve(self.load(step), seed, version)
         config["seed_everything"] = seed
         self._place_loggers(config, step, version)
-        config["data"]["init_args"]["features"] = str(self.features_file())
+        if "features" in config["data"]["init_args"]:  # the ID encoder (id.yaml) reads none
+            config["data"]["init_args"]["features"] = str(self.features_file())
         if step == "stage2":
             config["model"]["init_args"]["stage1_checkpoint"] = str(
                 self.run_dir("stage1", seed) / "checkpoints" / "best.ckpt"
             )
-        for key, value in self.overrides[step]:
+        for key, value in self.overrides.get(step, []):
             _set(config, key, value)
         return config
+
+    def fit(
+        self, step: str, seed: int, upstream: str | None, version: str | None = None, overrides: dict | None = None
+    ) -> Path:
+        """Fit (and test) one run of a stage config unless it is up to date; its ``metrics.json``.
+        ``overrides``: dotted keys laid over the config (a grid point of ``sicsrec tune``)."""
+        version = version or self.version(step, seed)
+        config = self.stage_config(step, seed, version)
+        for key, value in (overrides or {}).items():
+            _set(config, key, value)
+        run_dir = self.dataset.run_dir(step, version)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config_path = run_dir / f"{step}.run.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self._run(
+            f"{step} {version}",
+            run_dir,
+            [run_dir / "metrics.json", run_dir / "checkpoints" / "best.ckpt"],
+            _digest(step, config, upstream),
+            ["fit", "--config", str(config_path)],
+        )
+        return run_dir / "metrics.json"
 
     def _place_loggers(self, config: dict, step: str, version: str) -> None:
         run = self.dataset.run_folder
@@ -237,21 +260,8 @@ class Chain:
             for step in ("stage1", "stage2")[: max(0, last - 2)]:
                 if STEPS.index(step) < STEPS.index(start):
                     continue
-                config = self.stage_config(step, seed)
-                run_dir = self.run_dir(step, seed)
                 upstream = stamps["features"] if step == "stage1" else self._stamp(self.run_dir("stage1", seed))
-                stamp = _digest(step, config, upstream)
-                run_dir.mkdir(parents=True, exist_ok=True)
-                config_path = run_dir / f"{step}.run.yaml"
-                config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-                self._run(
-                    f"{step} seed {seed}",
-                    run_dir,
-                    [run_dir / "metrics.json", run_dir / "checkpoints" / "best.ckpt"],
-                    stamp,
-                    ["fit", "--config", str(config_path)],
-                )
-                results.append(run_dir / "metrics.json")
+                results.append(self.fit(step, seed, upstream))
         return results
 
 

@@ -320,11 +320,12 @@ def package_versions() -> dict[str, str]:
 
 
 def _bucket(key: str) -> str | None:
-    """The warm/cold bucket or held-out group a metric key belongs to (``test/cold/hr@10`` →
-    ``cold``), if any."""
-    from sicsrec.evaluation import HELD_OUT_GROUPS, TARGET_BUCKETS
+    """The warm/cold bucket, held-out group or other protocol a metric key belongs to
+    (``test/cold/hr@10`` → ``cold``, ``test/recbole/hr@10`` → ``recbole``), if any."""
+    from sicsrec.evaluation import HELD_OUT_GROUPS, PROTOCOLS, TARGET_BUCKETS
 
-    return next((part for part in key.split("/")[1:-1] if part in (*TARGET_BUCKETS, *HELD_OUT_GROUPS)), None)
+    groups = (*TARGET_BUCKETS, *HELD_OUT_GROUPS, *PROTOCOLS)
+    return next((part for part in key.split("/")[1:-1] if part in groups), None)
 
 
 def metrics_rows(metrics: dict[str, float], prefix: str = "test") -> list[list]:
@@ -343,8 +344,9 @@ def metrics_rows(metrics: dict[str, float], prefix: str = "test") -> list[list]:
 def format_metrics_table(metrics: dict[str, float], prefix: str = "test") -> str:
     """HR and NDCG at each K as a small table (values ×100), then MRR; one column pair per view
     (``test/hr@10`` or, for stage 1, ``test/id/hr@10`` and ``test/content/hr@10``); then HR@10 and
-    NDCG@10 by warm/cold bucket of the target (and held-out group), with its users."""
-    from sicsrec.evaluation import HELD_OUT_GROUPS, TARGET_BUCKETS
+    NDCG@10 by warm/cold bucket of the target (and held-out group), with its users; then HR@10 and
+    NDCG@10 under the other protocol."""
+    from sicsrec.evaluation import HELD_OUT_GROUPS, PROTOCOLS, TARGET_BUCKETS
 
     buckets = {k: v for k, v in metrics.items() if _bucket(k)}
     metrics = {k: v for k, v in metrics.items() if k not in buckets}
@@ -385,6 +387,14 @@ def format_metrics_table(metrics: dict[str, float], prefix: str = "test") -> str
                     for b in names
                 )
                 lines.append(f"{(view + ' ') if view else ''}HR@10 / NDCG@10 by {what}: {cells}")
+        for protocol in PROTOCOLS:
+            if f"{tag[view]}{protocol}/hr@10" in buckets:
+                masked = "masked" if protocol == "ninerec" else "not masked"
+                lines.append(
+                    f"{(view + ' ') if view else ''}HR@10 / NDCG@10 under the {protocol} protocol (history {masked}): "
+                    f"{100 * buckets[f'{tag[view]}{protocol}/hr@10']:.2f} / "
+                    f"{100 * buckets[f'{tag[view]}{protocol}/ndcg@10']:.2f}"
+                )
     return "\n".join(lines)
 
 
@@ -431,6 +441,7 @@ steps:
   pairs --config configs/pairs.yaml --dataset DATA_FILE          LLM-judged item pairs (resumable)
   features --config configs/features.yaml --dataset DATA_FILE    cached item features
   run DATA_FILE [--seeds [S,...]] [--until STEP]         the whole chain, up-to-date steps skipped
+  tune DATA_FILE [--seeds [S,...]]                       the ID encoder's grid, picked on validation
 serving (RUN: a run folder, or a config file + --ckpt_path):
   recommend --run RUN [--histories F|-] [--out F|-] [--top_k K]   next items for histories in catalogue ids
   export --run RUN --out DIR                             item vectors + manifest for an ANN index
@@ -451,12 +462,13 @@ def main(argv: list[str] | None = None) -> None:
             data_main(args[1:])
         elif args[:1] in (["pairs"], ["features"], ["recommend"], ["export"]):
             step_main(args[0], args[1:])
-        elif args[:1] == ["run"]:
+        elif args[:1] in (["run"], ["tune"]):
             from jsonargparse import auto_cli
 
             from sicsrec.chain import run
+            from sicsrec.tune import tune
 
-            auto_cli(run, args=args[1:])
+            auto_cli(run if args[0] == "run" else tune, args=args[1:])
         elif args[:1] == ["report"]:
             from sicsrec.report import main as report_main
 

@@ -168,7 +168,7 @@ def test_run_chains_seeds_skips_what_is_up_to_date_and_reruns_what_changed(tmp_p
     overrides = {"stage2": ["model.init_args.use_decoder=false"]}
     Chain(data_file, steps, variant="no_decoder", overrides=overrides, python=python).run([1])
     out = capsys.readouterr().out
-    assert "stage1 seed 1: up to date" in out and "stage2 seed 1: up to date" not in out
+    assert "stage1 seed1: up to date" in out and "stage2 seed1: up to date" not in out
     assert (runs / "stage2" / "no_decoder-seed1" / "metrics.json").is_file()
     ablation = yaml.safe_load((runs / "stage2" / "no_decoder-seed1" / "stage2.run.yaml").read_text())
     assert ablation["model"]["init_args"]["use_decoder"] is False
@@ -182,12 +182,12 @@ def test_run_chains_seeds_skips_what_is_up_to_date_and_reruns_what_changed(tmp_p
     out = capsys.readouterr().out
     assert "pairs: up to date" in out and "align: up to date" in out
     assert [c.split()[0] for c in log.read_text().splitlines()[calls:]] == ["features", "fit", "fit"]
-    assert "stage1 seed 1: up to date" not in out and "stage2 seed 1: up to date" not in out
+    assert "stage1 seed1: up to date" not in out and "stage2 seed1: up to date" not in out
     # and a changed stage-1 config alone reruns stage 1 and stage 2
     calls = len(log.read_text().splitlines())
     Chain(data_file, steps, overrides={"stage1": ["model.init_args.contrastive_weight=0.5"]}, python=python).run([1])
     assert len(log.read_text().splitlines()[calls:]) == 2
-    assert "stage2 seed 1: up to date" not in capsys.readouterr().out
+    assert "stage2 seed1: up to date" not in capsys.readouterr().out
 
 
 def test_a_killed_stage_is_resumed_from_its_last_checkpoint_when_run_again(tmp_path, generated, monkeypatch):
