@@ -8,10 +8,11 @@ import torch
 from torchmetrics import Metric
 
 from sicsrec.nn.attention import last_items
-from sicsrec.ranking import DEFAULT_KS, Protocol, metrics_from_ranks, target_ranks
+from sicsrec.ranking import DEFAULT_KS, PROTOCOLS, Protocol, metrics_from_ranks, target_ranks
 
 __all__ = [
     "DEFAULT_KS",
+    "PROTOCOLS",
     "Protocol",
     "RankingMetrics",
     "evaluate",
@@ -37,6 +38,10 @@ class RankingMetrics(Metric):
     occurrences, ``compute`` also reports HR@10, NDCG@10 and the user count per ``TARGET_BUCKETS``
     bucket (``cold/hr@10`` …; an empty bucket reports only ``cold/users = 0``); given which targets
     are held-out items of the cold-start protocol, the same for ``held_out`` and ``rest``.
+
+    ``protocol`` is the headline (``hr@10`` …; what early stopping reads); the other protocol's
+    metrics are reported beside it under its name (``recbole/hr@10`` under ``ninerec``), so
+    every result says both how the product ranks (history masked) and what RecBole-style papers report.
     """
 
     full_state_update = False
@@ -46,6 +51,7 @@ class RankingMetrics(Metric):
         self.ks, self.protocol = tuple(ks), protocol
         self.add_state("users", default=[], dist_reduce_fx="cat")
         self.add_state("ranks", default=[], dist_reduce_fx="cat")
+        self.add_state("other_ranks", default=[], dist_reduce_fx="cat")  # under the other protocol
         self.add_state("occurrences", default=[], dist_reduce_fx="cat")
         self.add_state("held_out", default=[], dist_reduce_fx="cat")
 
@@ -58,9 +64,11 @@ class RankingMetrics(Metric):
         occurrences: torch.Tensor | None = None,
         held_out: torch.Tensor | None = None,
     ) -> None:
-        mask = history if self.protocol == "ninerec" else None
+        masked = target_ranks(scores, targets, history) if history is not None else None
+        unmasked = target_ranks(scores, targets)
         self.users.append(users)
-        self.ranks.append(target_ranks(scores, targets, mask))
+        self.ranks.append(masked if self.protocol == "ninerec" and masked is not None else unmasked)
+        self.other_ranks.append(unmasked if self.protocol == "ninerec" or masked is None else masked)
         self.occurrences.append(torch.full_like(users, -1) if occurrences is None else occurrences)
         self.held_out.append(torch.full_like(users, -1) if held_out is None else held_out)
 
@@ -69,22 +77,24 @@ class RankingMetrics(Metric):
         given = batch.get("occurrences"), batch.get("held_out")
         self.update(batch["user"], scores, batch["target"], batch["history"], *given)
 
-    def unique_ranks(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Each user's rank once, its target's training occurrences and whether the target is a
-        held-out item (-1: not given)."""
-        users, ranks, occurrences, held_out = (
+    def unique_ranks(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each user's rank once, its target's training occurrences, whether the target is a
+        held-out item (-1: not given) and its rank under the other protocol."""
+        users, ranks, occurrences, held_out, other = (
             torch.cat(s) if isinstance(s, list) else s
-            for s in (self.users, self.ranks, self.occurrences, self.held_out)
+            for s in (self.users, self.ranks, self.occurrences, self.held_out, self.other_ranks)
         )
         order = torch.argsort(users, stable=True)
         users = users[order]
         first = torch.ones_like(users, dtype=torch.bool)
         first[1:] = users[1:] != users[:-1]
-        return ranks[order][first], occurrences[order][first], held_out[order][first]
+        return ranks[order][first], occurrences[order][first], held_out[order][first], other[order][first]
 
     def compute(self) -> dict[str, float]:
-        ranks, occurrences, held_out = self.unique_ranks()
+        ranks, occurrences, held_out, other = self.unique_ranks()
         out = {**metrics_from_ranks(ranks, self.ks), "users": float(ranks.numel())}
+        other_protocol = next(p for p in PROTOCOLS if p != self.protocol)
+        out.update({f"{other_protocol}/{k}": v for k, v in metrics_from_ranks(other, self.ks).items()})
         groups = {}
         if len(occurrences) and bool((occurrences >= 0).all()):
             for name, (low, high) in TARGET_BUCKETS.items():

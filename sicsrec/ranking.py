@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 
 Protocol = Literal["recbole", "ninerec"]
+PROTOCOLS: tuple[str, ...] = ("recbole", "ninerec")  # history not masked / masked
 DEFAULT_KS = (5, 10, 20)
 
 

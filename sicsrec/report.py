@@ -16,7 +16,7 @@ import re
 import statistics
 from pathlib import Path
 
-from sicsrec.evaluation import HELD_OUT_GROUPS, TARGET_BUCKETS
+from sicsrec.evaluation import HELD_OUT_GROUPS, PROTOCOLS, TARGET_BUCKETS
 from sicsrec.io import atomic_path
 
 KS = (5, 10, 20)
@@ -29,7 +29,7 @@ BUCKETS = tuple(TARGET_BUCKETS)  # cold 0, rare 1–4, warm ≥ 5 training occur
 
 def _views(report: dict) -> list[str]:
     views = {k.split("/")[1] for k in report if k.startswith("test/") and k.count("/") == 2}
-    views -= {*BUCKETS, *HELD_OUT_GROUPS}
+    views -= {*BUCKETS, *HELD_OUT_GROUPS, *PROTOCOLS}
     return sorted(views) or [""]
 
 

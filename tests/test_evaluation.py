@@ -75,6 +75,28 @@ def test_protocol_decides_masking():
     for m in (recbole, ninerec):
         m.update(torch.tensor([0]), scores, targets, history)
     assert recbole.compute()["hr@1"] == 0.0 and ninerec.compute()["hr@1"] == 1.0
+    # the other protocol is reported beside the headline, under its name
+    assert recbole.compute()["ninerec/hr@1"] == 1.0 and ninerec.compute()["recbole/hr@1"] == 0.0
+    assert "recbole/hr@1" not in recbole.compute() and "ninerec/hr@1" not in ninerec.compute()
+
+
+def test_the_metrics_table_shows_the_other_protocol_apart_from_the_headline():
+    from sicsrec.cli import format_metrics_table
+    from sicsrec.report import _views
+
+    metrics = RankingMetrics(ks=(10,), protocol="ninerec")
+    g = torch.Generator().manual_seed(0)
+    metrics.update(
+        torch.arange(50),
+        torch.randn(50, 30, generator=g),
+        torch.randint(1, 30, (50,), generator=g),
+        torch.randint(0, 30, (50, 5), generator=g),
+    )
+    logged = {f"test/{k}": v for k, v in metrics.compute().items() if k != "users"}
+    table = format_metrics_table(logged)
+    assert f"recbole protocol (history not masked): {100 * logged['test/recbole/hr@10']:.2f}" in table
+    assert "recbole HR" not in table  # not a view of its own
+    assert _views(logged) == [""]
 
 
 def test_warm_and_cold_buckets_split_the_users_by_their_targets_training_occurrences():
@@ -100,7 +122,8 @@ def test_warm_and_cold_buckets_split_the_users_by_their_targets_training_occurre
     )
     without = RankingMetrics()
     without.update(users, scores, targets)
-    assert not any("/" in k for k in without.compute())  # no occurrences given: no buckets
+    # no occurrences given: no buckets (only the other protocol's metrics have a prefix)
+    assert not any("/" in k and not k.startswith("ninerec/") for k in without.compute())
 
 
 def test_last_item_baseline_reads_each_rows_last_real_item_of_right_padded_inputs():
