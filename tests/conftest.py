@@ -45,12 +45,18 @@ def _isolated_cache(tmp_path_factory):
 
 
 def ninerec(name: str) -> Path:
+    """A real NineRec dataset, read in place; the test is skipped, with the reason, where it is absent."""
     path = NINEREC / name
     if not (path / "sequential_data.txt").is_file():
-        pytest.fail(
-            f"real NineRec data missing: expected {path}/sequential_data.txt "
-            "(the project reads ../shared/data/ninerec in place)"
-        )
+        pytest.skip(f"real NineRec data absent: {path}/sequential_data.txt (read in place from ../shared/data/ninerec)")
+    return path
+
+
+def movielens() -> Path:
+    """MovieLens-100k with posters, read in place; skipped, with the reason, where it is absent."""
+    path = REPO.parent / "shared" / "data" / "movielens" / "ml-100k"
+    if not (path / "items.csv").is_file():
+        pytest.skip(f"MovieLens-100k absent: {path}/items.csv (read in place from ../shared/data/movielens)")
     return path
 
 

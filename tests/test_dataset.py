@@ -17,7 +17,7 @@ DATA = REPO / "configs" / "data"
 
 
 def test_each_dataset_is_named_in_its_own_data_file_only():
-    names = {"bili_food": "Bili_Food", "bili_dance": "Bili_Dance", "bili_movie": "Bili_Movie"}
+    names = {"bili_food": "Bili_Food", "bili_dance": "Bili_Dance", "bili_movie": "Bili_Movie", "ml_100k": "ml-100k"}
     files = [p for p in (REPO / "configs").rglob("*.yaml")]
     for name, folder in names.items():
         holding = {p.relative_to(REPO).as_posix() for p in files if name in p.read_text() or folder in p.read_text()}
@@ -40,7 +40,7 @@ def test_a_hand_run_writes_where_sicsrec_run_writes(tmp_path, monkeypatch, seed,
         assert csv["save_dir"] + "/" + csv["name"] + "/" + csv["version"] == str(chain.run_dir(step, seed))
         assert by_hand["data"]["init_args"]["features"] == ran["data"]["init_args"]["features"]
         assert by_hand["data"]["init_args"]["root"] == ran["data"]["init_args"]["root"] == dataset.root
-        assert by_hand["model"]["init_args"]["protocol"] == "recbole"
+        assert by_hand["model"]["init_args"]["protocol"] == dataset.protocol == "ninerec"
     stage2 = dataset.resolve(chain.load("stage2"), seed, chain.version("stage2", seed))
     if not variant:  # a hand-run stage 2 starts from the stage 1 of its seed, as the chain's does
         ran = chain.stage_config("stage2", seed)

@@ -60,6 +60,40 @@ def test_catalogue_sorts_by_time_stably(tmp_path):
     assert raw.titles["en"][1] == "B, with comma"
 
 
+def test_a_title_can_join_columns_and_the_cover_column_is_detected(tmp_path):
+    pd.DataFrame(
+        {
+            "item_id": ["a", "b"],
+            "title": ["Heat (1995)", "Up (2009)"],
+            "genres": ["Action, Crime", ""],
+            "cover": ["covers/a.jpg", ""],
+        }
+    ).to_csv(tmp_path / "items.csv", index=False)
+    pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "timestamp": [1, 2]}).to_csv(
+        tmp_path / "interactions.csv", index=False
+    )
+    reader = detect_reader(tmp_path)
+    assert reader.image_column == "cover"
+    assert reader.read(tmp_path).images == [str(tmp_path / "covers" / "a.jpg"), None]  # empty: no picture
+    joined = CatalogueFormat(title_columns={"en": ["title", "genres"]}).read(tmp_path)
+    assert joined.titles["en"] == ["Heat (1995). Action, Crime", "Up (2009)"]
+    with pytest.raises(DataError, match=r"missing column\(s\) \['year'\]"):
+        CatalogueFormat(title_columns={"en": ["title", "year"]}).read(tmp_path)
+
+
+def test_movielens_100k_reads_through_its_data_file_with_posters_where_they_exist():
+    from sicsrec.dataset import DatasetFile
+    from tests.conftest import REPO, movielens
+
+    root = movielens()
+    data = DatasetFile.load(REPO / "configs" / "data" / "ml_100k.yaml")
+    raw = CatalogueFormat(**data.reader["init_args"]).read(root)
+    assert (len(raw.user_ids), len(raw.item_ids), sum(map(len, raw.sequences))) == (943, 1682, 100_000)
+    assert sum(p is not None for p in raw.images) == 1397
+    assert raw.titles["en"][0] == "Toy Story (1995). Animation, Children's, Comedy"
+    assert detect_reader(root).image_column == "cover"
+
+
 def write_dataset(folder, items: str, sequences: str):
     folder.mkdir(exist_ok=True)
     (folder / "X_item.csv").write_text(items, encoding="utf-8")

@@ -252,7 +252,8 @@ class CatalogueFormat:
     """A team's own catalogue: an interactions table and an item table (CSV or Parquet).
 
     Interactions are sorted by user, then timestamp, stably: ties keep file order.
-    Image paths are relative to the item table's folder.
+    Image paths are relative to the item table's folder; an empty cell is an item without one.
+    A title may join several columns (``title_columns: {en: [title, genres]}``: "Heat (1995). Action").
     """
 
     def __init__(
@@ -263,7 +264,7 @@ class CatalogueFormat:
         item_column: str = "item_id",
         time_column: str | None = "timestamp",
         item_id_column: str = "item_id",
-        title_columns: dict[str, str] | None = None,
+        title_columns: dict[str, str | list[str]] | None = None,
         image_column: str | None = None,
     ):
         self.interactions, self.items = interactions, items
@@ -308,7 +309,12 @@ class CatalogueFormat:
         return self.catalogue(root.name, items, item_path, images, inter, inter_path, first_line=2)
 
     def item_columns(self) -> list[str]:
-        return [self.item_id_column, *self.title_columns.values()] + ([self.image_column] if self.image_column else [])
+        return [self.item_id_column, *self.text_columns()] + ([self.image_column] if self.image_column else [])
+
+    def text_columns(self) -> list[str]:
+        """Every column a title is made of (``title_columns: {en: [title, genres]}`` joins two)."""
+        columns = [[c] if isinstance(c, str) else c for c in self.title_columns.values()]
+        return list(dict.fromkeys(c for cs in columns for c in cs))
 
     def interaction_columns(self) -> list[str]:
         return [self.user_column, self.item_column] + ([self.time_column] if self.time_column else [])
@@ -324,7 +330,10 @@ class CatalogueFormat:
             if item in seen:
                 raise DataError(item_path, f"duplicate item id {item!r} (first on line {seen[item]})", row + first_line)
             seen[item] = row + first_line
-        titles = {lang: items[col].astype(str).tolist() for lang, col in self.title_columns.items()}
+        titles = {}
+        for lang, columns in self.title_columns.items():
+            parts = [items[c].astype(str) for c in ([columns] if isinstance(columns, str) else columns)]
+            titles[lang] = [". ".join(p for p in row if p) for row in zip(*parts)]
         inter = inter.assign(_line=range(first_line, len(inter) + first_line))
         inter[self.item_column] = inter[self.item_column].astype(str).str.strip()
         unknown = ~inter[self.item_column].isin(seen)
@@ -375,7 +384,7 @@ class HFDatasetFormat(CatalogueFormat):
         item_column: str = "item_id",
         time_column: str | None = "timestamp",
         item_id_column: str = "item_id",
-        title_columns: dict[str, str] | None = None,
+        title_columns: dict[str, str | list[str]] | None = None,
         image_column: str | None = None,
         hub_name: str | None = None,
         revision: str | None = None,
@@ -437,7 +446,7 @@ class HFDatasetFormat(CatalogueFormat):
             elif column == self.time_column:
                 ok = isinstance(kind, datasets.Value) and not kind.dtype.startswith(("bool", "binary", "timestamp"))
                 expected = "numbers (or numeric strings)"
-            elif column in self.title_columns.values():
+            elif column in self.text_columns():
                 ok, expected = isinstance(kind, datasets.Value) and "string" in kind.dtype, "strings"
             else:  # user and item ids
                 ok = isinstance(kind, datasets.Value) and kind.dtype.startswith(
@@ -527,6 +536,19 @@ class HFDatasetFormat(CatalogueFormat):
 Reader = SequenceFormat | NineRecFormat | CatalogueFormat | HFDatasetFormat
 
 
+IMAGE_COLUMNS = ("cover", "image", "image_path", "poster")  # an item table's picture column, when detected
+
+
+def _header(path: Path) -> list[str]:
+    """A CSV's column names (first line); a Parquet file's schema names."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        return next(csv.reader(f), [])
+
+
 def detect_reader(root: Path) -> Reader:
     """Pick the reader from the files present in ``root``."""
     if not root.is_dir():
@@ -537,8 +559,9 @@ def detect_reader(root: Path) -> Reader:
         return NineRecFormat()
     if list(root.glob("interactions.*")) and list(root.glob("items.*")):
         inter = sorted(root.glob("interactions.*"))[0].name
-        items = sorted(root.glob("items.*"))[0].name
-        return CatalogueFormat(interactions=inter, items=items)
+        items = sorted(root.glob("items.*"))[0]
+        image = next((c for c in IMAGE_COLUMNS if c in _header(items)), None)
+        return CatalogueFormat(interactions=inter, items=items.name, image_column=image)
     raise DataError(
         root, "no known dataset layout here (sequential_data.txt, X_item.csv + X_pair.csv, or interactions.* + items.*)"
     )
