@@ -44,9 +44,10 @@ def _set(config: dict, dotted: str, value) -> None:
     node[last] = value
 
 
-def _parse_overrides(pairs: list[str]) -> list[tuple[str, object]]:
+def _parse_overrides(pairs: str | list[str]) -> list[tuple[str, object]]:
+    """``key=value`` changes of a step config: one string or a list of them."""
     out = []
-    for item in pairs:
+    for item in [pairs] if isinstance(pairs, str) else pairs:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. model.init_args.use_decoder=false")
         key, value = item.split("=", 1)
@@ -78,7 +79,7 @@ class Chain:
         data_file: str | Path,
         steps: str | Path = "configs",
         variant: str = "",
-        overrides: dict[str, list[str]] | None = None,
+        overrides: dict[str, str | list[str]] | None = None,
         python: str = sys.executable,
     ):
         self.dataset = DatasetFile.load(data_file)
@@ -272,11 +273,11 @@ def run(
     start: Step = "pairs",
     variant: str = "",
     steps: str = "configs",
-    pairs: list[str] | None = None,
-    align: list[str] | None = None,
-    features: list[str] | None = None,
-    stage1: list[str] | None = None,
-    stage2: list[str] | None = None,
+    pairs: str | list[str] | None = None,
+    align: str | list[str] | None = None,
+    features: str | list[str] | None = None,
+    stage1: str | list[str] | None = None,
+    stage2: str | list[str] | None = None,
 ) -> None:
     """Run a dataset's whole chain: pairs → align → features → stage 1 → stage 2 (each tested).
 
@@ -288,7 +289,8 @@ def run(
         start: first step to run; the outputs of earlier steps are used as they are, unchecked.
         variant: name of an ablation; its runs go to <stage>/<variant>-seed<N>.
         steps: folder of the step configs (pairs.yaml, align.yaml, features.yaml, stage1.yaml, stage2.yaml).
-        pairs, align, features: overrides of those steps' configs, key=value (e.g. trainer.max_epochs=3).
+        pairs, align, features: overrides of those steps' configs: key=value (e.g. trainer.max_epochs=3),
+            or a list of them.
         stage1: overrides of stage1.yaml, key=value (e.g. model.init_args.contrastive_weight=0).
         stage2: overrides of stage2.yaml, key=value (e.g. model.init_args.use_decoder=false).
     """

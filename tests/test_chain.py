@@ -243,3 +243,20 @@ def test_a_stopped_alignment_is_resumed_from_the_last_checkpoint_in_its_checkpoi
         "align", out_dir, [out_dir / "best.ckpt"], "s", ["fit", "--config", "a.yaml"]
     )
     assert log.read_text().split() == ["fit", "--config", "a.yaml", "--ckpt_path", str(out_dir / "last.ckpt")]
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [(["trainer.max_epochs=1"], [("trainer.max_epochs", 1)]), (["[trainer.max_epochs=1, x.y=a]"], None)],
+)
+def test_run_overrides_take_one_key_value_or_a_list(tmp_path, monkeypatch, given, expected):
+    """`sicsrec run DATA --align trainer.max_epochs=1`, the form `--help` suggests, as well as a list."""
+    from sicsrec.cli import main
+
+    seen = {}
+    monkeypatch.setattr(Chain, "run", lambda self, seeds, until, start: seen.update(self.overrides) or [])
+    data_file = tmp_path / "gen.yaml"
+    data_file.write_text(yaml.safe_dump({"name": "gen", "root": str(tmp_path)}))
+    main(["run", str(data_file), "--align", *given])
+    assert seen["align"] == (expected or [("trainer.max_epochs", 1), ("x.y", "a")])
+    assert seen["stage2"] == []
