@@ -277,6 +277,7 @@ class SicsrecCLI(LightningCLI):
             **metrics,
             **extra,
             "seed": self.config[self.subcommand].get("seed_everything"),
+            "protocol": self.model.hparams.get("protocol"),  # the headline's; the other's keys name theirs
             "dataset": getattr(data, "name", None),
             "data_key": getattr(data, "key", None),
             "git_commit": git_commit(),

@@ -5,6 +5,11 @@ seed2024`` … form the group ``bili_food/stage2``; ``no_decoder-seed2024`` … 
 ``bili_food/stage2 no_decoder``. Each run folder holds the ``metrics.json`` written after its
 fit and Lightning's ``metrics.csv`` (the validation curve). Stage 1 reports its two encoders as
 two rows. Plots are plain SVG (no plotting library needed).
+
+A folder with a ``tune.json`` (``sicsrec tune``) holds the ID encoder's grid: its pick is the group
+``<dataset>/id tuned``, the config as it is ``<dataset>/id RecBole parity``, the other grid points
+appear only in the grid table (their validation scores). Every "×" divides by the same dataset's
+tuned ID encoder. ``--json`` writes the same numbers machine-readable.
 """
 
 from __future__ import annotations
@@ -37,29 +42,72 @@ def collect(folders: list[Path]) -> dict[str, dict]:
     """``{group name: {"runs": [...], "metrics": {name: [values]}, "curves": [[(epoch, value)], ...]}}``."""
     groups: dict[str, dict] = {}
     for folder in folders:
+        tuned = tune_record(Path(folder))
         for path in sorted(Path(folder).glob("*/metrics.json")):
             match = re.fullmatch(r"(?:(.+)-)?seed(\d+)", path.parent.name)
             if not match:
                 continue
+            variant = match.group(1) or ""
+            if tuned is not None:
+                roles = [r for r, v in (("tuned", tuned["pick"]), ("RecBole parity", "")) if v == variant]
+                if not roles:
+                    continue  # another grid point: its validation score is in the grid table
+                variant = " = ".join(roles)
             report = json.loads(path.read_text())
             for view in _views(report):
                 tag = f"test/{view}/" if view else "test/"
                 name = (
                     f"{folder.parent.name}/{folder.name}"
-                    + (f" {match.group(1)}" if match.group(1) else "")
+                    + (f" {variant}" if variant else "")
                     + (f" ({view} encoder)" if view else "")
                 )
                 group = groups.setdefault(
-                    name, {"runs": [], "metrics": {}, "curves": [], "dataset": report.get("dataset")}
+                    name,
+                    {
+                        "runs": [],
+                        "metrics": {},
+                        "curves": [],
+                        "dataset": folder.parent.name,
+                        "tuned_id": "tuned" in variant,
+                        "protocol": report.get("protocol") or _protocol(report),
+                        "commits": [],
+                    },
                 )
                 group["runs"].append(int(match.group(2)))
+                group["commits"].append(report.get("git_commit"))
                 bucket_keys = [f"{b}/{m}" for b in BUCKETS for m in ("hr@10", "ndcg@10", "users")]
-                for key in [f"hr@{k}" for k in KS] + [f"ndcg@{k}" for k in KS] + ["mrr"] + bucket_keys:
+                other_keys = [f"{p}/{m}" for p in PROTOCOLS for m in ("hr@10", "ndcg@10")]
+                for key in [f"hr@{k}" for k in KS] + [f"ndcg@{k}" for k in KS] + ["mrr"] + bucket_keys + other_keys:
                     if tag + key in report:
                         group["metrics"].setdefault(key, []).append(report[tag + key])
                 group["metrics"].setdefault("epochs", []).append(report.get("epochs"))
                 group["curves"].append(validation_curve(path.parent / "metrics.csv", view))
     return groups
+
+
+def tune_record(folder: Path) -> dict | None:
+    """``sicsrec tune``'s record of a folder, its pick as a run name (``""``: the config as it is)."""
+    path = folder / "tune.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return {**record, "pick": "" if record["pick"].startswith("(") else record["pick"]}
+
+
+def _protocol(report: dict) -> str | None:
+    """A result file's headline protocol, from the other protocol's keys (files before it was written)."""
+    return next((o for p, o in zip(PROTOCOLS, PROTOCOLS[::-1]) if any(f"/{p}/" in k for k in report)), None)
+
+
+def _ratio(group: dict, tuned: dict | None, metric: str) -> str:
+    if tuned is None or group is tuned:
+        return "1" if group is tuned else "–"
+    return f"{_mean_std(group['metrics'].get(metric, []))[0] / _mean_std(tuned['metrics'][metric])[0]:.3f}"
+
+
+def _tuned(groups: dict[str, dict]) -> dict[str, dict]:
+    """Each dataset's tuned ID encoder group."""
+    return {g["dataset"]: g for g in groups.values() if g["tuned_id"]}
 
 
 def validation_curve(path: Path, view: str = "") -> list[tuple[int, float]]:
@@ -80,20 +128,88 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def _cell(g: dict, metric: str) -> str:
+    mean, std = _mean_std(g["metrics"].get(metric, []))
+    return f"{100 * mean:.2f} ± {100 * std:.2f}" if len(g["runs"]) > 1 else f"{100 * mean:.2f}"
+
+
 def table(groups: dict[str, dict]) -> str:
+    """Metrics at every K under the headline protocol; HR@10 / NDCG@10 under the other; the ratios
+    to the same dataset's tuned ID encoder (when a ``tune.json`` names it)."""
     cols = [f"hr@{k}" for k in KS] + [f"ndcg@{k}" for k in KS] + ["mrr"]
+    tuned = _tuned(groups)
     lines = [
-        "| run | seeds | " + " | ".join(c.upper() for c in cols) + " | epochs |",
-        "|---|---|" + "---:|" * (len(cols) + 1),
+        "| run | seeds | protocol | " + " | ".join(c.upper() for c in cols) + " | epochs | other protocol HR@10 / "
+        "NDCG@10 | × tuned ID encoder HR@10 / NDCG@10 |",
+        "|---|---|---|" + "---:|" * (len(cols) + 3),
     ]
     for name, g in groups.items():
-        cells = []
-        for c in cols:
-            mean, std = _mean_std(g["metrics"].get(c, []))
-            cells.append(f"{100 * mean:.2f} ± {100 * std:.2f}" if len(g["runs"]) > 1 else f"{100 * mean:.2f}")
+        cells = [_cell(g, c) for c in cols]
         epochs = _mean_std(g["metrics"]["epochs"])[0]
-        lines.append(f"| {name} | {', '.join(map(str, g['runs']))} | " + " | ".join(cells) + f" | {epochs:.0f} |")
+        other = next((p for p in PROTOCOLS if f"{p}/hr@10" in g["metrics"]), None)
+        other_cell = f"{other}: {_cell(g, f'{other}/hr@10')} / {_cell(g, f'{other}/ndcg@10')}" if other else "–"
+        ratio = " / ".join(_ratio(g, tuned.get(g["dataset"]), m) for m in ("hr@10", "ndcg@10"))
+        lines.append(
+            f"| {name} | {', '.join(map(str, g['runs']))} | {g['protocol'] or '–'} | "
+            + " | ".join(cells)
+            + f" | {epochs:.0f} | {other_cell} | {ratio} |"
+        )
     return "\n".join(lines)
+
+
+def grid_table(folders: list[Path]) -> str:
+    """The validation score of every grid point ``sicsrec tune`` fitted, and its pick."""
+    lines = []
+    for folder in folders:
+        record = tune_record(Path(folder))
+        if record is None:
+            continue
+        if not lines:
+            lines = [
+                f"Grids of `sicsrec tune` (validation {record['monitor']} ×100 at the grid seed; test never read):",
+                "",
+                "| dataset | grid point | seed | validation | picked |",
+                "|---|---|---:|---:|---|",
+            ]
+        for point in record["points"]:
+            values = ", ".join(f"{k.rsplit('.', 1)[-1]} {v:g}" for k, v in point["overrides"].items())
+            parity = " (RecBole parity)" if point["name"].startswith("(") else ""
+            picked = (
+                "yes"
+                if (point["name"].startswith("(") and not record["pick"]) or point["name"] == record["pick"]
+                else ""
+            )
+            lines.append(
+                f"| {Path(folder).parent.name} | {values}{parity} | {record['grid_seed']} | "
+                f"{100 * point['valid']:.2f} | {picked} |"
+            )
+    return "\n".join(lines)
+
+
+def json_rows(groups: dict[str, dict]) -> list[dict]:
+    """One row per group, protocol and metric: what the tables show, machine-readable."""
+    rows = []
+    for name, g in groups.items():
+        other = next((p for p in PROTOCOLS if p != g["protocol"]), None)
+        for key, values in sorted(g["metrics"].items()):
+            if key == "epochs" or key.endswith("/users"):
+                continue
+            protocol = other if key.split("/")[0] in PROTOCOLS else g["protocol"]
+            metric = key.split("/", 1)[1] if key.split("/")[0] in PROTOCOLS else key
+            mean, std = _mean_std(values)
+            rows.append(
+                {
+                    "dataset": g["dataset"],
+                    "model": name,
+                    "protocol": protocol,
+                    "metric": metric,
+                    "mean": round(mean, 6),
+                    "std": round(std, 6),
+                    "seeds": g["runs"],
+                    "commit": sorted({c for c in g["commits"] if c}),
+                }
+            )
+    return rows
 
 
 def bucket_table(groups: dict[str, dict]) -> str:
@@ -176,7 +292,13 @@ def _write(path: Path, text: str) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
 
 
-def report(runs: list[str], out: str = "docs/results.md", figures: str = "docs/figures", title: str = "results") -> str:
+def report(
+    runs: list[str],
+    out: str = "docs/results.md",
+    figures: str = "docs/figures",
+    title: str = "results",
+    json_out: str | None = None,
+) -> str:
     """Tables (mean ± std over seeds) and plots of the runs under each folder in ``runs``.
 
     Args:
@@ -184,6 +306,7 @@ def report(runs: list[str], out: str = "docs/results.md", figures: str = "docs/f
         out: Markdown file; the part between the report markers is replaced (appended if absent).
         figures: folder for the SVG plots, referenced relative to ``out``.
         title: name of the plots' files and heading.
+        json_out: a JSON file of ``{title: rows}``; this title's rows are replaced, others kept.
     """
     groups = collect([Path(r) for r in runs])
     if not groups:
@@ -208,6 +331,7 @@ def report(runs: list[str], out: str = "docs/results.md", figures: str = "docs/f
             f"{BEGIN}\n### {title} (generated by `sicsrec report`; values ×100, mean ± std over seeds)",
             table(groups),
             *([bucket_table(groups)] if bucket_table(groups) else []),
+            *([grid_table([Path(r) for r in runs])] if grid_table([Path(r) for r in runs]) else []),
             " ".join(links),
             END,
         ]
@@ -216,6 +340,11 @@ def report(runs: list[str], out: str = "docs/results.md", figures: str = "docs/f
     pattern = re.compile(re.escape(BEGIN) + rf"\n### {re.escape(title)} .*?" + re.escape(END), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     _write(out_path, text)
+    if json_out:
+        path = Path(json_out)
+        tables = json.loads(path.read_text()) if path.is_file() else {}
+        tables[title] = json_rows(groups)
+        _write(path, json.dumps(tables, indent=1) + "\n")
     print(table(groups))
     if bucket_table(groups):
         print(bucket_table(groups))
@@ -230,5 +359,6 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", default="docs/results.md")
     parser.add_argument("--figures", default="docs/figures")
     parser.add_argument("--title", default="results")
+    parser.add_argument("--json", default=None, help="also write the rows here, machine-readable (docs/results.json)")
     args = parser.parse_args(argv)
-    report(args.runs, args.out, args.figures, args.title)
+    report(args.runs, args.out, args.figures, args.title, args.json)

@@ -88,3 +88,56 @@ def test_report_splits_test_targets_into_cold_rare_and_warm_and_does_not_take_bu
     cells = [c.strip() for c in rows[1].strip("|").split("|")]
     assert cells[:4] == ["gen/stage2", "1, 2", "3.00 ± 1.41 [50]", "1.50 ± 0.71"]
     assert cells[-2:] == ["30.00 ± 0.00 [400]", "15.00 ± 0.00"]
+
+
+def test_a_tuned_grid_reports_its_pick_and_the_parity_baseline_and_divides_by_the_pick(tmp_path):
+    ids = tmp_path / "runs" / "gen" / "id"
+    for seed in (1, 2):
+        fake_run(ids, f"item_dropout0.5-seed{seed}", seed, 0.10 + 0.02 * seed, 0.20)  # the pick: NDCG 0.12, 0.14
+        fake_run(ids, f"seed{seed}", seed, 0.09 + 0.02 * seed, 0.25)  # RecBole parity: NDCG 0.11, 0.13
+        for run in (f"item_dropout0.5-seed{seed}", f"seed{seed}"):
+            path = ids / run / "metrics.json"
+            path.write_text(json.dumps({**json.loads(path.read_text()), "test/recbole/hr@10": 0.3, "git_commit": "c1"}))
+    fake_run(ids, "item_dropout0.2-seed1", 1, 0.5, 0.5)  # a grid point not picked: its test score is never shown
+    tune = {
+        "monitor": "valid/hr@10",
+        "grid_seed": 1,
+        "pick": "item_dropout0.5",
+        "points": [
+            {"name": "(id.yaml as it is)", "overrides": {"model.init_args.item_dropout": 0.0}, "valid": 0.21},
+            {"name": "item_dropout0.2", "overrides": {"model.init_args.item_dropout": 0.2}, "valid": 0.22},
+            {"name": "item_dropout0.5", "overrides": {"model.init_args.item_dropout": 0.5}, "valid": 0.23},
+        ],
+    }
+    (ids / "tune.json").write_text(json.dumps(tune))
+    out, rows = tmp_path / "results.md", tmp_path / "results.json"
+    rows.write_text(json.dumps({"other title": [{"kept": True}]}))
+    main(
+        [
+            "report",
+            str(ids),
+            "--out",
+            str(out),
+            "--figures",
+            str(tmp_path / "fig"),
+            "--title",
+            "ID",
+            "--json",
+            str(rows),
+        ]
+    )
+    text = out.read_text()
+    tuned = next(line for line in text.splitlines() if line.startswith("| gen/id tuned |"))
+    parity = next(line for line in text.splitlines() if line.startswith("| gen/id RecBole parity |"))
+    assert tuned.endswith("| 1 / 1 |") and "recbole: 30.00 ± 0.00 / " in tuned
+    assert parity.endswith(f"| {0.25 / 0.20:.3f} / {0.12 / 0.13:.3f} |")
+    assert "50.00" not in text  # the unpicked point's test numbers
+    grid = [line for line in text.splitlines() if line.startswith("| gen | item_dropout")]
+    assert [line.endswith("| yes |") for line in grid] == [False, False, True] and "| 22.00 |" in grid[1]
+    assert "(RecBole parity)" in grid[0]
+    tables = json.loads(rows.read_text())
+    assert tables["other title"] == [{"kept": True}]
+    hr10 = {(r["model"], r["protocol"]): r for r in tables["ID"] if r["metric"] == "hr@10"}
+    assert hr10[("gen/id tuned", "recbole")]["mean"] == 0.3 and hr10[("gen/id tuned", "recbole")]["seeds"] == [1, 2]
+    assert hr10[("gen/id RecBole parity", "ninerec")]["mean"] == 0.25
+    assert hr10[("gen/id tuned", "ninerec")]["commit"] == ["c1"]
