@@ -55,6 +55,35 @@ def _parse_overrides(pairs: str | list[str]) -> list[tuple[str, object]]:
     return out
 
 
+def _merge(base: dict, over: dict) -> dict:
+    """``over`` laid onto ``base``: mappings merge key by key, anything else (lists too) replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_step_config(path: Path) -> dict:
+    """A step config; one with ``base: OTHER.yaml`` (relative to it) is that config with its own
+    keys laid over it, so a variant of the shipped steps (the quick start's) says only what differs."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: missing (sicsrec run needs {', '.join(s + '.yaml' for s in STEPS)})")
+    config = yaml.safe_load(path.read_text()) or {}
+    base = config.pop("base", None)
+    return _merge(load_step_config(path.parent / base), config) if base else config
+
+
+def _in_this_process(command: list[str]) -> int:
+    """``sicsrec COMMAND`` in this process; its exit status."""
+    from sicsrec.cli import main
+
+    try:
+        main(command)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    return 0
+
+
 def _digest(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -72,6 +101,8 @@ class Chain:
         data_file: the dataset's data file (``configs/data/<name>.yaml``).
         steps: folder of the step configs (``pairs.yaml`` … ``stage2.yaml``).
         overrides: per step, ``key=value`` changes of its config.
+        python: the interpreter each step runs in, in a process of its own (as a user would type
+            it); None: every step in this process, which saves the start-up of each (the quick start).
     """
 
     def __init__(
@@ -80,7 +111,7 @@ class Chain:
         steps: str | Path = "configs",
         variant: str = "",
         overrides: dict[str, str | list[str]] | None = None,
-        python: str = sys.executable,
+        python: str | None = sys.executable,
     ):
         self.dataset = DatasetFile.load(data_file)
         self.steps = Path(steps)
@@ -97,10 +128,7 @@ class Chain:
         self.python = python
 
     def load(self, step: str) -> dict:
-        path = self.steps / f"{step}.yaml"
-        if not path.is_file():
-            raise ConfigError(f"{path}: missing (sicsrec run needs {', '.join(s + '.yaml' for s in STEPS)})")
-        return yaml.safe_load(path.read_text())
+        return load_step_config(self.steps / f"{step}.yaml")
 
     # ---- where each step writes: computed from the data file's run folder ---------------------
     def pairs_file(self) -> Path:
@@ -212,11 +240,13 @@ class Chain:
             command = [*command, "--ckpt_path", str(last)]
         write_json_atomic(out_dir / STAMP, {"stamp": stamp, "command": command, "finished": False})
         print(f"[sicsrec run] {name}: {' '.join(command)}", flush=True)
-        done = subprocess.run([self.python, "-m", "sicsrec.cli", *command], env={**os.environ})
-        if done.returncode != 0:
+        if self.python is None:
+            code = _in_this_process(command)
+        else:
+            code = subprocess.run([self.python, "-m", "sicsrec.cli", *command], env={**os.environ}).returncode
+        if code != 0:
             raise SystemExit(
-                f"sicsrec run: step {name} failed (exit {done.returncode}); fix it and run again "
-                "(finished steps are kept)"
+                f"sicsrec run: step {name} failed (exit {code}); fix it and run again (finished steps are kept)"
             )
         missing = [str(p) for p in outputs if not p.exists()]
         if missing:
@@ -278,6 +308,7 @@ def run(
     features: str | list[str] | None = None,
     stage1: str | list[str] | None = None,
     stage2: str | list[str] | None = None,
+    one_process: bool = False,
 ) -> None:
     """Run a dataset's whole chain: pairs → align → features → stage 1 → stage 2 (each tested).
 
@@ -293,9 +324,11 @@ def run(
             or a list of them.
         stage1: overrides of stage1.yaml, key=value (e.g. model.init_args.contrastive_weight=0).
         stage2: overrides of stage2.yaml, key=value (e.g. model.init_args.use_decoder=false).
+        one_process: every step in this process, without the start-up of a process per step (the
+            quick start); by default each step runs in its own, as a user would type it.
     """
     overrides = {"pairs": pairs, "align": align, "features": features, "stage1": stage1, "stage2": stage2}
-    chain = Chain(data_file, steps, variant, overrides)
+    chain = Chain(data_file, steps, variant, overrides, None if one_process else sys.executable)
     seeds = seeds or [int(chain.load("stage1").get("seed_everything") or 2024)]
     for path in chain.run(seeds, until, start):
         print(f"[sicsrec run] result: {path}")

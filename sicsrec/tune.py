@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 from pathlib import Path
 
 from sicsrec.chain import Chain
@@ -72,6 +73,7 @@ def tune(
     seeds: list[int] | None = None,
     grid: dict[str, list] | None = None,
     steps: str = "configs",
+    one_process: bool = False,
 ) -> dict:
     """Tune the ID encoder (``configs/id.yaml``) on a dataset's validation split and fit the pick.
 
@@ -81,8 +83,9 @@ def tune(
             at every one (default: id.yaml's seed_everything).
         grid: dotted config keys → values to try (default: item dropout {0, 0.2, 0.5} × dropout {0.2, 0.5}).
         steps: folder of the step configs (id.yaml).
+        one_process: every fit in this process, without the start-up of a process per fit.
     """
-    chain = Chain(data_file, steps)
+    chain = Chain(data_file, steps, python=None if one_process else sys.executable)
     config = chain.load(STEP)
     seeds = seeds or [int(config.get("seed_everything") or 2024)]
     points = grid_points(grid or DEFAULT_GRID)

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from sicsrec.chain import STAMP, Chain
@@ -205,7 +206,7 @@ def test_a_killed_stage_is_resumed_from_its_last_checkpoint_when_run_again(tmp_p
         out.write_text("x")
     python, log = fake_python(tmp_path, kill_first_stage1=True)
     chain = Chain(data_file, steps, python=python)
-    with pytest.raises(SystemExit, match="stage1 seed 1 failed"):
+    with pytest.raises(SystemExit, match="stage1 seed1 failed"):
         chain.run([1], start="stage1")
     chain.run([1], start="stage1")
     calls = log.read_text().splitlines()
@@ -260,3 +261,51 @@ def test_run_overrides_take_one_key_value_or_a_list(tmp_path, monkeypatch, given
     main(["run", str(data_file), "--align", *given])
     assert seen["align"] == (expected or [("trainer.max_epochs", 1), ("x.y", "a")])
     assert seen["stage2"] == []
+
+
+@pytest.mark.slow
+def test_the_quick_start_chain_runs_both_modalities_and_ends_with_the_comparison_table(tmp_path, generated, capsys):
+    """`make quickstart`'s commands, on the quick start's step configs made smaller still (tiny
+    encoders, two epochs): pairs → alignment of a text *and* an image encoder → features of both →
+    stage 1 → stage 2, the ID encoder tuned beside it, and the table comparing them."""
+    from sicsrec.cli import main
+
+    steps, runs = tmp_path / "steps", tmp_path / "runs"
+    steps.mkdir()
+    csv_only = lambda step: {"logger": [{"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {}}]}  # noqa: E731
+    small = {"trainer": {"max_epochs": 2, "enable_progress_bar": False, "enable_model_summary": False}}
+    shape = {"model": {"init_args": {"hidden_size": 16, "inner_size": 16, "num_layers": 1}}}
+    image = {"class_path": "sicsrec.content.encoders.ImageEncoder"}
+    image["init_args"] = {"random_init": True, "image_size": 32}
+    overlays = {
+        "pairs": {"judge": {"init_args": {"text": TINY_TEXT}}},
+        "align": {"model": {"init_args": {"text": TINY_TEXT, "image": image, "trainable": "all"}}},
+        "features": {},
+        "stage1": shape,
+        "stage2": {},
+        "id": shape,
+    }
+    for step, overlay in overlays.items():
+        config = {"base": str(REPO / "configs" / "quickstart" / f"{step}.yaml"), **overlay}
+        if step not in ("pairs", "features"):
+            config["trainer"] = {**small["trainer"], **csv_only(step)}
+        (steps / f"{step}.yaml").write_text(yaml.safe_dump(config))
+    data_file = tmp_path / "quickstart.yaml"
+    quick = yaml.safe_load((REPO / "configs" / "data" / "quickstart.yaml").read_text())
+    data_file.write_text(yaml.safe_dump({**quick, "root": str(generated), "runs": str(runs)}))
+    main(["run", str(data_file), "--steps", str(steps), "--seeds", "[1]", "--one_process", "true"])
+    main(["tune", str(data_file), "--steps", str(steps), "--seeds", "[1]", "--one_process", "true",
+          "--grid", "{model.init_args.item_dropout: [0.0, 0.5]}"])  # fmt: skip
+    capsys.readouterr()
+    out = tmp_path / "results.md"
+    main(["report", str(runs / "id"), str(runs / "stage2"), "--out", str(out), "--figures", str(tmp_path / "fig")])
+    printed = capsys.readouterr().out
+    aligned = torch.load(runs / "align" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert aligned["hyper_parameters"]["image"] is not None and aligned["hyper_parameters"]["text"] is not None
+    features = json.loads((runs / "features" / "features.json").read_text())
+    assert features["text"]["items_with_features"] > 0 and features["image"]["items_with_features"] > 0
+    rows = [line for line in printed.splitlines() if line.startswith("| runs/")]
+    assert any(r.startswith("| runs/id tuned") for r in rows) and any(r.startswith("| runs/stage2 |") for r in rows)
+    main_rows = [r for r in rows if "ninerec" in r]
+    assert len(main_rows) == 2 and all("recbole: " in r for r in main_rows)  # masked, and not masked beside it
+    assert "cold HR@10" in printed and "warm HR@10" in printed

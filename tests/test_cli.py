@@ -13,7 +13,7 @@ BILI_FOOD = REPO / "configs" / "data" / "bili_food.yaml"
 
 
 def tiny_config(tmp_path: Path, root: Path) -> Path:
-    cfg = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "configs" / "id_generated.yaml").read_text())
     cfg["trainer"].update(max_epochs=2, enable_progress_bar=False, enable_model_summary=False)
     cfg["trainer"]["logger"] = cfg["trainer"]["logger"][0]  # CSV only: W&B has its own test
     cfg["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / "runs")
@@ -216,7 +216,7 @@ def test_a_fit_whose_output_is_not_a_terminal_prints_a_line_per_epoch_and_none_o
     import subprocess
     import sys
 
-    cfg = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "configs" / "id_generated.yaml").read_text())
     cfg["trainer"].update(max_epochs=2, enable_progress_bar=True)  # as shipped, with W&B
     cfg["trainer"]["logger"][0]["init_args"]["save_dir"] = str(tmp_path / "runs")
     cfg["trainer"]["logger"][1]["init_args"]["save_dir"] = str(tmp_path / "runs" / "wandb")
@@ -333,7 +333,7 @@ def test_the_code_defaults_are_what_the_shipped_stage_configs_use():
 )
 def test_an_unknown_or_renamed_config_key_is_one_line_naming_the_right_key(argument, expected, capsys, generated):
     with pytest.raises(SystemExit) as exit_:
-        main(["fit", "--config", str(REPO / "configs" / "quickstart.yaml"), argument])
+        main(["fit", "--config", str(REPO / "configs" / "id_generated.yaml"), argument])
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err == f"sicsrec: error: {expected}" or (err.startswith("sicsrec: error: ") and expected in err), err
@@ -388,7 +388,7 @@ def test_metrics_table_shows_each_stage1_view():
 
 @pytest.mark.parametrize("config", sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").glob("*.yaml")))
 def test_every_shipped_config_parses(config, capsys):
-    """Each step config, for a dataset (the quick start names its own data)."""
+    """Each step config, for a dataset (id_generated.yaml names its own data)."""
     text = (REPO / config).read_text()
     for line in text.splitlines():  # YAML keeps the last of two equal keys silently: refuse it here
         if "{" in line and "}" in line:
@@ -397,7 +397,7 @@ def test_every_shipped_config_parses(config, capsys):
             assert len(keys) == len(set(keys)), f"{config}: repeated key in {line.strip()}"
     step = Path(config).stem.split("_")[0]  # features_raw.yaml is a features config
     command = [step] if step in ("pairs", "features") else ["fit"]
-    dataset = [] if step == "quickstart" else ["--dataset", str(BILI_FOOD)]
+    dataset = [] if Path(config).stem == "id_generated" else ["--dataset", str(BILI_FOOD)]
     with pytest.raises(SystemExit) as exit_:
         main([*command, "--config", str(REPO / config), *dataset, "--print_config"])
     assert exit_.value.code in (0, None)

@@ -110,7 +110,7 @@ def cli_error(capsys, *args) -> tuple[int, str]:
 
 
 def test_config_unknown_key_and_wrong_type(capsys):
-    config = str(REPO / "configs" / "quickstart.yaml")
+    config = str(REPO / "configs" / "id_generated.yaml")
     code, err = cli_error(capsys, "fit", "--config", config, "--model.init_args.hiden_size", "64")
     assert code != 0 and "hiden_size" in err
     code, err = cli_error(capsys, "fit", "--config", config, "--model.init_args.hidden_size", "big")
@@ -122,7 +122,7 @@ def test_config_missing_data_path(capsys, tmp_path):
         capsys,
         "fit",
         "--config",
-        str(REPO / "configs" / "quickstart.yaml"),
+        str(REPO / "configs" / "id_generated.yaml"),
         "--data.init_args.root",
         str(tmp_path / "nowhere"),
         "--data.init_args.generate_if_missing",

@@ -35,7 +35,7 @@ def wandb_records(path: Path):
 
 
 def test_a_fit_logs_offline_and_the_run_folder_holds_config_curves_and_test_metrics(tmp_path, generated, capsys):
-    cfg = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "configs" / "id_generated.yaml").read_text())
     wandb = [lg for lg in cfg["trainer"]["logger"] if lg["class_path"].endswith("WandbLogger")]
     assert wandb and wandb[0]["init_args"]["offline"] is True  # shipped configs need no account
     cfg["trainer"].update(max_epochs=2, enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1)
