@@ -72,6 +72,8 @@ def test_a_title_can_join_columns_and_the_cover_column_is_detected(tmp_path):
     pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "timestamp": [1, 2]}).to_csv(
         tmp_path / "interactions.csv", index=False
     )
+    (tmp_path / "covers").mkdir()
+    (tmp_path / "covers" / "a.jpg").write_bytes(b"")  # the reader checks the file is there, not its picture
     reader = detect_reader(tmp_path)
     assert reader.image_column == "cover"
     assert reader.read(tmp_path).images == [str(tmp_path / "covers" / "a.jpg"), None]  # empty: no picture

@@ -303,10 +303,25 @@ class CatalogueFormat:
         item_path, inter_path = root / self.items, root / self.interactions
         items = self._table(item_path, self.item_columns())
         inter = self._table(inter_path, self.interaction_columns())
-        images = None
-        if self.image_column:
-            images = [str(item_path.parent / p) if p else None for p in items[self.image_column].astype(str)]
+        images = self._cover_paths(items, item_path) if self.image_column else None
         return self.catalogue(root.name, items, item_path, images, inter, inter_path, first_line=2)
+
+    def _cover_paths(self, items, item_path: Path) -> list[str | None]:
+        """Each item's cover, relative to the item table's folder; an empty cell is an item without
+        one (masked later, and counted). A path to no file is an error with its line: a typo or a
+        folder moved must not turn a catalogue's pictures silently into missing ones."""
+        paths = []
+        for row, cell in enumerate(items[self.image_column].astype(str).str.strip()):
+            path = item_path.parent / cell if cell else None
+            if path is not None and not path.is_file():
+                raise DataError(
+                    item_path,
+                    f"cover {cell!r} (column {self.image_column}) is not a file; leave the cell empty for an item "
+                    "without a picture",
+                    row + 2,
+                )
+            paths.append(None if path is None else str(path))
+        return paths
 
     def item_columns(self) -> list[str]:
         return [self.item_id_column, *self.text_columns()] + ([self.image_column] if self.image_column else [])
