@@ -75,6 +75,7 @@ def collect(folders: list[Path]) -> dict[str, dict]:
                 )
                 group["runs"].append(int(match.group(2)))
                 group["commits"].append(report.get("git_commit"))
+                group["protocol"] = group["protocol"] or report.get("protocol") or _protocol(report)
                 bucket_keys = [f"{b}/{m}" for b in BUCKETS for m in ("hr@10", "ndcg@10", "users")]
                 other_keys = [f"{p}/{m}" for p in PROTOCOLS for m in ("hr@10", "ndcg@10")]
                 for key in [f"hr@{k}" for k in KS] + [f"ndcg@{k}" for k in KS] + ["mrr"] + bucket_keys + other_keys:
@@ -129,8 +130,11 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def _cell(g: dict, metric: str) -> str:
-    mean, std = _mean_std(g["metrics"].get(metric, []))
-    return f"{100 * mean:.2f} ± {100 * std:.2f}" if len(g["runs"]) > 1 else f"{100 * mean:.2f}"
+    """Mean ± std ×100; a metric that fewer runs than the group's recorded says over how many."""
+    values = g["metrics"].get(metric, [])
+    mean, std = _mean_std(values)
+    cell = f"{100 * mean:.2f} ± {100 * std:.2f}" if len(g["runs"]) > 1 else f"{100 * mean:.2f}"
+    return cell + (f" ({len(values)} of {len(g['runs'])} runs)" if 0 < len(values) < len(g["runs"]) else "")
 
 
 def table(groups: dict[str, dict]) -> str:
