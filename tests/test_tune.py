@@ -107,7 +107,7 @@ def test_a_grid_that_is_not_a_list_of_values_is_one_line(fake_fits, capsys):
 
 @pytest.mark.slow
 def test_tune_fits_the_grid_for_real_and_records_what_each_run_validated(tmp_path, generated, monkeypatch):
-    """Two grid points on generated data, each a real `sicsrec fit` in its own process."""
+    """Two grid points on generated data, each a real `sicsrec fit` (in this process: no start-up each)."""
     monkeypatch.chdir(tmp_path)
     steps = tmp_path / "configs"
     steps.mkdir()
@@ -120,7 +120,7 @@ def test_tune_fits_the_grid_for_real_and_records_what_each_run_validated(tmp_pat
     data_file = tmp_path / "gen.yaml"
     data_file.write_text(yaml.safe_dump({"name": "gen", "root": str(generated), "runs": str(tmp_path / "runs")}))
     grid = {"model.init_args.item_dropout": [0.0, 0.5]}
-    record = tune(str(data_file), seeds=[1], grid=grid, steps=str(steps))
+    record = tune(str(data_file), seeds=[1], grid=grid, steps=str(steps), one_process=True)
     runs = tmp_path / "runs" / "id"
     for name, folder in (("(id.yaml as it is)", "seed1"), ("item_dropout0.5", "item_dropout0.5-seed1")):
         metrics = json.loads((runs / folder / "metrics.json").read_text())
