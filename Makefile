@@ -29,7 +29,7 @@ quickstart:  # the whole chain on generated titles and covers, the tuned ID enco
 	$(BIN)/sicsrec tune $(QUICK) --steps configs/quickstart --one_process true \
 	    --grid '{model.init_args.item_dropout: [0.0, 0.5]}'
 	$(BIN)/sicsrec report runs/quickstart/id runs/quickstart/stage2 --title quickstart \
-	    --out runs/quickstart/results.md --figures runs/quickstart/figures
+	    --out runs/quickstart/results.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -299,7 +299,7 @@ def _write(path: Path, text: str) -> None:
 def report(
     runs: list[str],
     out: str = "docs/results.md",
-    figures: str = "docs/figures",
+    figures: str | None = None,
     title: str = "results",
     json_out: str | None = None,
 ) -> str:
@@ -308,14 +308,15 @@ def report(
     Args:
         runs: stage folders whose ``*seed<N>/metrics.json`` are results (e.g. runs/bili_food/stage2).
         out: Markdown file; the part between the report markers is replaced (appended if absent).
-        figures: folder for the SVG plots, referenced relative to ``out``.
+        figures: folder for the SVG plots, referenced relative to ``out`` (default: ``figures/`` beside it).
         title: name of the plots' files and heading.
         json_out: a JSON file of ``{title: rows}``; this title's rows are replaced, others kept.
     """
     groups = collect([Path(r) for r in runs])
     if not groups:
         raise SystemExit(f"sicsrec report: no <variant>-seed<N>/metrics.json under {runs}")
-    fig_dir, out_path = Path(figures), Path(out)
+    out_path = Path(out)
+    fig_dir = Path(figures) if figures else out_path.parent / "figures"
     at_k = {
         name: [(k, 100 * _mean_std(g["metrics"].get(f"ndcg@{k}", []))[0]) for k in KS] for name, g in groups.items()
     }
@@ -361,7 +362,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="sicsrec report", description=report.__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="stage folders holding <variant>-seed<N>/metrics.json")
     parser.add_argument("--out", default="docs/results.md")
-    parser.add_argument("--figures", default="docs/figures")
+    parser.add_argument("--figures", default=None, help="folder of the plots (default: figures/ beside --out)")
     parser.add_argument("--title", default="results")
     parser.add_argument("--json", default=None, help="also write the rows here, machine-readable (docs/results.json)")
     args = parser.parse_args(argv)
