@@ -34,6 +34,7 @@ def tiny_dataset(tmp_path: Path, root: Path) -> tuple[Path, Path]:
         cfg["trainer"]["logger"] = [cfg["trainer"]["logger"][0]]  # CSV only
         if step == "align":
             cfg["model"]["init_args"]["text"] = TINY_TEXT
+            cfg["model"]["init_args"]["image"] = None  # text only: the covers' path is the quick start test's
             cfg["model"]["init_args"]["trainable"] = "all"
         else:
             cfg["data"]["init_args"]["max_len"] = 10

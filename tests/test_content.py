@@ -206,3 +206,23 @@ def test_frozen_batch_norms_keep_pretrained_statistics_while_training():
     ]
     assert frozen and trained
     assert not any(m.training for m in frozen) and all(m.training for m in trained)
+
+
+def test_a_catalogue_without_covers_leaves_the_image_encoder_out_of_alignment(tmp_path):
+    """The shipped align config names both encoders; the data decides: no covers, no image part."""
+    root = generate(tmp_path / "Gen", users=60, items=40, seed=4, covers="none")
+    construct_pairs(prepare(root), EmbeddingJudge(), tmp_path / "pairs", progress=False)
+    dm = AlignDataModule(str(root), str(tmp_path / "pairs" / "pairs.jsonl"), batch_size=16, holdout_items=0.2)
+    with pytest.warns(UserWarning):  # the tiny image encoder's random weights
+        model = AlignModule(TextEncoder(**TINY_TEXT), tiny_image(), trainable="all")
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(model, dm)
+    checkpoint = torch.load(trainer.checkpoint_callback.best_model_path or trainer.checkpoint_callback.last_model_path,
+                            map_location="cpu", weights_only=True)  # fmt: skip
+    assert checkpoint["hyper_parameters"]["image"] is None and checkpoint["hyper_parameters"]["text"] is not None
+    assert not any(k.startswith(("image.", "image_head.")) for k in checkpoint["state_dict"])
+    text, image = AlignModule.load_from_checkpoint(
+        trainer.checkpoint_callback.best_model_path, map_location="cpu", weights_only=True
+    ).merged_encoders()
+    assert text is not None and image is None  # features then come from the text encoder alone

@@ -9,6 +9,7 @@ the top ``top_k_layers`` blocks train (``trainable: top_k``), or LoRA adapters (
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import lightning as L
@@ -21,6 +22,8 @@ from sicsrec.errors import ConfigError
 from sicsrec.modules.base import as_callable, check_finite, parameter_groups
 from sicsrec.nn.lora import inject_lora
 from sicsrec.objectives import alignment_objective
+
+log = logging.getLogger(__name__)
 
 # BERT-like text models' attention and feed-forward linears (1×1 convolutions are not wrapped)
 LORA_TARGETS = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
@@ -81,6 +84,17 @@ class AlignModule(L.LightningModule):
         self.optimizer, self.scheduler = as_callable(optimizer), scheduler
         self._set_trainable()
         self.train()  # transformers' from_pretrained leaves models in eval mode
+
+    def setup(self, stage: str) -> None:
+        """A catalogue without covers leaves the image encoder out (its terms would have no pairs):
+        the shipped config names both encoders, and the data decides which modalities there are."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if self.image is not None and datamodule is not None and not getattr(datamodule, "has_images", True):
+            log.info("alignment: no item of this catalogue has a cover, so the image encoder is left out")
+            self.image = self.image_head = None
+            self.hparams["image"] = None
+            if self.text is None:
+                raise ConfigError("align needs a text encoder for a catalogue without covers")
 
     def train(self, mode: bool = True):
         """Train mode, except batch norms with frozen weights: their running statistics stay
