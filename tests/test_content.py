@@ -211,8 +211,10 @@ def test_frozen_batch_norms_keep_pretrained_statistics_while_training():
 def test_a_catalogue_without_covers_leaves_the_image_encoder_out_of_alignment(tmp_path):
     """The shipped align config names both encoders; the data decides: no covers, no image part."""
     root = generate(tmp_path / "Gen", users=60, items=40, seed=4, covers="none")
-    construct_pairs(prepare(root), EmbeddingJudge(), tmp_path / "pairs", progress=False)
-    dm = AlignDataModule(str(root), str(tmp_path / "pairs" / "pairs.jsonl"), batch_size=16, holdout_items=0.2)
+    items = prepare(root).item_ids
+    pairs = [{"user": f"u{i}", "target": items[i], "chosen": items[(i + 1) % len(items)]} for i in range(len(items))]
+    (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(p) for p in pairs))
+    dm = AlignDataModule(str(root), str(tmp_path / "pairs.jsonl"), batch_size=16, holdout_items=0.2)
     with pytest.warns(UserWarning):  # the tiny image encoder's random weights
         model = AlignModule(TextEncoder(**TINY_TEXT), tiny_image(), trainable="all")
     trainer = L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
