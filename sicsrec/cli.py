@@ -205,37 +205,13 @@ class SicsrecCLI(LightningCLI):
         refuses a checkpoint for other data (``num_items``, ``max_len``, the stage-1 SHA-256) — and
         a file that is no checkpoint, or another stage's, is one clear line, not an unpickling
         traceback from deep inside torch."""
+        from sicsrec.checkpoints import checked
+
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if path is not None and path not in ("last", "best", "hpc", "registry"):
             model = self.config[subcommand].get("model")
-            checkpoint = self.check_checkpoint(path, str(getattr(model, "class_path", "") or "").rsplit(".", 1)[-1])
-            if "stage1_checkpoint" in checkpoint and model is not None:
-                from sicsrec.modules.stage2 import locate_stage1
-
-                given = model.init_args.get("stage1_checkpoint")
-                model.init_args.stage1_checkpoint = locate_stage1(given, path, checkpoint["stage1_checkpoint"])
-
-    @staticmethod
-    def check_checkpoint(path: str, built: str) -> dict:
-        """The checkpoint in ``path`` (loaded weights-only) if it is one, and of the model class ``built``."""
-        import torch
-
-        if not Path(path).is_file():
-            raise ConfigError(f"--ckpt_path {path}: no such checkpoint file")
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # pickle, zip and torch errors alike: the file is not one of ours
-            raise ConfigError(f"--ckpt_path {path}: not a checkpoint ({type(err).__name__})") from None
-        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-            raise ConfigError(f"--ckpt_path {path}: not a Lightning checkpoint (it holds no state_dict)")
-        saved = str(checkpoint.get("hyper_parameters", {}).get("_class_path", "")).rsplit(".", 1)[-1]
-        if saved and built and saved != built:
-            raise ConfigError(
-                f"--ckpt_path {path} is a {saved} checkpoint, but the config builds a {built} "
-                "(another stage's checkpoint?)"
-            )
-        return checkpoint
+            checked(path, getattr(model, "class_path", ""), model.init_args if model is not None else None)
 
     def after_fit(self) -> None:
         from lightning.pytorch.utilities.model_helpers import is_overridden

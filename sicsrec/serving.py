@@ -90,18 +90,11 @@ def load_model(run: str | Path, ckpt_path: str | Path | None = None):
     """(model, datamodule, checkpoint path) of a run folder (or config file), weights loaded and
     nothing bound to any histories yet: what a benchmark that scores its own splits starts from
     (a :class:`Recommender` also fits the catalogue's new items, minutes on a large set)."""
-    from sicsrec.cli import SicsrecCLI
+    from sicsrec.checkpoints import checked
 
     config, ckpt_path = run_files(run, ckpt_path)
     values = read_config(config)
-    checkpoint = SicsrecCLI.check_checkpoint(str(ckpt_path), str(values["model"].get("class_path", "")).split(".")[-1])
-    if "stage1_checkpoint" in checkpoint:  # found from wherever the stage-2 checkpoint now is
-        from sicsrec.modules.stage2 import locate_stage1
-
-        init = values["model"].setdefault("init_args", {})
-        init["stage1_checkpoint"] = locate_stage1(
-            init.get("stage1_checkpoint"), ckpt_path, checkpoint["stage1_checkpoint"]
-        )
+    checkpoint = checked(ckpt_path, values["model"].get("class_path", ""), values["model"].setdefault("init_args", {}))
     model, datamodule = build_from_config(values, config)
     model.bind_features(datamodule)
     model.bind_data(datamodule.num_items, datamodule.max_len)

@@ -29,7 +29,6 @@ the decoder and fusion under the same loss.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import os
 import time
@@ -41,6 +40,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import AttributeDict, rank_zero_info
 from torch import nn
 
+from sicsrec.checkpoints import file_sha256
 from sicsrec.compat import attached_trainer
 from sicsrec.data.batching import pad
 from sicsrec.errors import ConfigError
@@ -71,29 +71,6 @@ SCHEDULER = {
 # the ID item table, position tables, embedding LayerNorms and the content projections.
 ITEM_PARTS = {"item_embedding", "position_embedding", "norm", "projections"}
 NOT_HPARAMS = {"self", "optimizer", "scheduler"}
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def locate_stage1(given: str | None, stage2_checkpoint: str | Path, record: dict) -> str | None:
-    """The stage-1 file a stage-2 checkpoint was trained on, from any working directory: ``given``
-    (the config's path) if it holds that file (same SHA-256), else the path stored relative to the
-    stage-2 checkpoint's folder, else the absolute and the original paths; ``given`` when none does
-    (the model then names the problem)."""
-    folder = Path(stage2_checkpoint).parent
-    relative = record.get("from_checkpoint_folder")
-    candidates = [given, folder / relative if relative else None, record.get("absolute"), record.get("path")]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            if record.get("sha256") in (None, file_sha256(candidate)):
-                return str(candidate)
-    return given
 
 
 def upgraded_key(key: str) -> str:
