@@ -87,12 +87,9 @@ def collect(folders: list[Path]) -> dict[str, dict]:
 
 
 def tune_record(folder: Path) -> dict | None:
-    """``sicsrec tune``'s record of a folder, its pick as a run name (``""``: the config as it is)."""
+    """``sicsrec tune``'s record of a folder (its point and pick names: ``""`` is the config as it is)."""
     path = folder / "tune.json"
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text())
-    return {**record, "pick": "" if record["pick"].startswith("(") else record["pick"]}
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _protocol(report: dict) -> str | None:
@@ -177,12 +174,8 @@ def grid_table(folders: list[Path]) -> str:
             ]
         for point in record["points"]:
             values = ", ".join(f"{k.rsplit('.', 1)[-1]} {v:g}" for k, v in point["overrides"].items())
-            parity = " (RecBole parity)" if point["name"].startswith("(") else ""
-            picked = (
-                "yes"
-                if (point["name"].startswith("(") and not record["pick"]) or point["name"] == record["pick"]
-                else ""
-            )
+            parity = "" if point["name"] else " (RecBole parity)"
+            picked = "yes" if point["name"] == record["pick"] else ""
             lines.append(
                 f"| {Path(folder).parent.name} | {values}{parity} | {record['grid_seed']} | "
                 f"{100 * point['valid']:.2f} | {picked} |"

@@ -11,7 +11,7 @@ RecBole-parity baseline) are then fitted at every other seed.
 Runs land where ``sicsrec fit --config configs/id.yaml --dataset DATA_FILE --variant NAME`` puts
 them: ``runs/<name>/id/<point>-seed<N>``, the config's own point in ``runs/<name>/id/seed<N>``.
 Finished runs are skipped (the same stamps as ``sicsrec run``); ``runs/<name>/id/tune.json`` records
-every point's validation score, the pick and its overrides.
+every point's validation score, the pick and its overrides (name ``""``: the config as it is).
 """
 
 from __future__ import annotations
@@ -55,6 +55,11 @@ def point_name(point: dict, config: dict) -> str:
     return "-".join(f"{key.rsplit('.', 1)[-1]}{value:g}" for key, value in point.items())
 
 
+def run_version(name: str, seed: int) -> str:
+    """A grid point's run folder name at ``seed`` (the config's own point: ``seed<N>``)."""
+    return f"{name}-seed{seed}" if name else f"seed{seed}"
+
+
 def choose(scores: dict[str, float]) -> str:
     """The name with the highest validation score; the first of equals (the grid's order)."""
     return max(scores, key=lambda name: (scores[name], -list(scores).index(name)))
@@ -92,13 +97,11 @@ def tune(
     names = [point_name(point, config) for point in points]
     scores = {}
     for name, point in zip(names, points):
-        version = f"{name}-seed{seeds[0]}" if name else f"seed{seeds[0]}"
-        scores[name] = validation_score(chain.fit(STEP, seeds[0], None, version, point))
+        scores[name] = validation_score(chain.fit(STEP, seeds[0], None, run_version(name, seeds[0]), point))
     pick = choose(scores)
     for seed in seeds[1:]:
         for name in dict.fromkeys([pick, ""]):  # the pick, then the parity point (once if they are one)
-            version = f"{name}-seed{seed}" if name else f"seed{seed}"
-            chain.fit(STEP, seed, None, version, points[names.index(name)] if name in names else {})
+            chain.fit(STEP, seed, None, run_version(name, seed), points[names.index(name)] if name in names else {})
     monitor = next(
         (
             c.get("init_args", {}).get("monitor")
@@ -113,11 +116,11 @@ def tune(
         "monitor": monitor,
         "grid_seed": seeds[0],
         "seeds": seeds,
-        "points": [
-            {"name": name or "(id.yaml as it is)", "overrides": point, "valid": scores[name]}
+        "points": [  # name "": the config as it is (SASRec at RecBole parity), in runs seed<N>
+            {"name": name, "run": run_version(name, seeds[0]), "overrides": point, "valid": scores[name]}
             for name, point in zip(names, points)
         ],
-        "pick": pick or "(id.yaml as it is)",
+        "pick": pick,
         "pick_overrides": points[names.index(pick)],
     }
     out = chain.dataset.run_folder / STEP / "tune.json"

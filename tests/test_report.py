@@ -104,7 +104,7 @@ def test_a_tuned_grid_reports_its_pick_and_the_parity_baseline_and_divides_by_th
         "grid_seed": 1,
         "pick": "item_dropout0.5",
         "points": [
-            {"name": "(id.yaml as it is)", "overrides": {"model.init_args.item_dropout": 0.0}, "valid": 0.21},
+            {"name": "", "overrides": {"model.init_args.item_dropout": 0.0}, "valid": 0.21},
             {"name": "item_dropout0.2", "overrides": {"model.init_args.item_dropout": 0.2}, "valid": 0.22},
             {"name": "item_dropout0.5", "overrides": {"model.init_args.item_dropout": 0.5}, "valid": 0.23},
         ],

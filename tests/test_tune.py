@@ -91,7 +91,7 @@ def test_a_tied_grid_keeps_the_first_point_and_one_seed_fits_only_the_grid(fake_
     data_file, fits = fake_fits
     monkeypatch.setitem(VALID, (0.0, 0.5), 0.25)  # level with (0.2, 0.5), and before it in the grid
     record = tune(str(data_file), seeds=[1], steps=str(REPO / "configs"))
-    assert record["pick"] == "(id.yaml as it is)" and record["pick_overrides"] == {
+    assert record["pick"] == "" and record["pick_overrides"] == {
         "model.init_args.item_dropout": 0.0,
         "model.init_args.dropout": 0.5,
     }
@@ -122,7 +122,7 @@ def test_tune_fits_the_grid_for_real_and_records_what_each_run_validated(tmp_pat
     grid = {"model.init_args.item_dropout": [0.0, 0.5]}
     record = tune(str(data_file), seeds=[1], grid=grid, steps=str(steps), one_process=True)
     runs = tmp_path / "runs" / "id"
-    for name, folder in (("(id.yaml as it is)", "seed1"), ("item_dropout0.5", "item_dropout0.5-seed1")):
+    for name, folder in (("", "seed1"), ("item_dropout0.5", "item_dropout0.5-seed1")):
         metrics = json.loads((runs / folder / "metrics.json").read_text())
         assert [p["valid"] for p in record["points"] if p["name"] == name] == [metrics["best_valid"]]
         assert "test/hr@10" in metrics and (runs / folder / "checkpoints" / "best.ckpt").is_file()
