@@ -8,7 +8,7 @@ import torch
 from torchmetrics import Metric
 
 from sicsrec.nn.attention import last_items
-from sicsrec.ranking import DEFAULT_KS, PROTOCOLS, Protocol, metrics_from_ranks, target_ranks
+from sicsrec.ranking import DEFAULT_KS, PROTOCOLS, Protocol, masked_ranks, metrics_from_ranks, target_ranks
 
 __all__ = [
     "DEFAULT_KS",
@@ -64,8 +64,8 @@ class RankingMetrics(Metric):
         occurrences: torch.Tensor | None = None,
         held_out: torch.Tensor | None = None,
     ) -> None:
-        masked = target_ranks(scores, targets, history) if history is not None else None
         unmasked = target_ranks(scores, targets)
+        masked = masked_ranks(scores, targets, history, unmasked) if history is not None else None
         self.users.append(users)
         self.ranks.append(masked if self.protocol == "ninerec" and masked is not None else unmasked)
         self.other_ranks.append(unmasked if self.protocol == "ninerec" or masked is None else masked)

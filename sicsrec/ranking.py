@@ -35,6 +35,23 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, history: torch.Ten
     return higher + ties
 
 
+def masked_ranks(
+    scores: torch.Tensor, targets: torch.Tensor, history: torch.Tensor, ranks: torch.Tensor
+) -> torch.Tensor:
+    """``target_ranks(scores, targets, history)`` from the unmasked ``ranks`` of the same rows, without
+    ranking again: each history item (once, not padding, not the target) that scores at or above the
+    target was counted once in ``ranks`` and is taken out (a target at -inf ties with masked items:
+    nothing to take out)."""
+    items = history.clone()
+    items[items == targets[:, None]] = 0
+    items = items.sort(dim=1).values
+    counted = items != 0
+    counted[:, 1:] &= items[:, 1:] != items[:, :-1]  # an item twice in a history is masked once
+    target_score = scores.gather(1, targets[:, None]).float()
+    above = (scores.gather(1, items).float() >= target_score) & counted & (target_score > float("-inf"))
+    return ranks - above.sum(1)
+
+
 def metrics_from_ranks(ranks: torch.Tensor, ks=DEFAULT_KS) -> dict[str, float]:
     ranks = ranks.double()
     out = {}

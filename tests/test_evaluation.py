@@ -136,3 +136,20 @@ def test_last_item_baseline_reads_each_rows_last_real_item_of_right_padded_input
     inputs = torch.tensor([[1, 2, 0, 0], [3, 2, 4, 0], [0, 0, 0, 0]])  # the last row is empty
     top = score({"input": inputs}).argmax(1)
     assert top.tolist() == [3, 1, 5]  # after 2 → 3; after 4 → 1; no history → the most popular item
+
+
+def test_masked_ranks_from_the_unmasked_ones_equal_ranking_with_the_history_masked():
+    """Ties (integer scores), repeated history items, padding and the target inside the history."""
+    from sicsrec.ranking import masked_ranks
+
+    g = torch.Generator().manual_seed(7)
+    scores = torch.randint(0, 6, (300, 25), generator=g).float()
+    targets = torch.randint(1, 25, (300,), generator=g)
+    history = torch.randint(0, 25, (300, 9), generator=g)
+    history[::5, 0] = targets[::5]  # the target itself in some histories: never masked
+    history[::3, 1] = history[::3, 2]  # an item twice
+    scores[::11, :] = float("-inf")  # rows where the target and everything else score -inf
+    scores[::13, targets[::13]] = float("inf")
+    unmasked = target_ranks(scores, targets)
+    assert torch.equal(masked_ranks(scores, targets, history, unmasked), target_ranks(scores, targets, history))
+    assert (masked_ranks(scores, targets, history, unmasked) < unmasked).any()  # the history did move ranks
