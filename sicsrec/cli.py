@@ -82,7 +82,7 @@ def config_error_line(message: str, valid_keys: list[str]) -> str:
     import inspect
     import re
 
-    from sicsrec.modules.base import RENAMED
+    from sicsrec.modules.base import REMOVED, RENAMED
 
     found = re.search(r"Problem with given class_path '([\w.]+)':\s*Option '(\w+)' is not accepted", message)
     if found:
@@ -92,6 +92,8 @@ def config_error_line(message: str, valid_keys: list[str]) -> str:
         name = class_path.rsplit(".", 1)[-1]
         if key in RENAMED.get(name, {}):
             return f"{prefix}{key} is now {prefix}{RENAMED[name][key]} ({name}: one name per meaning in every stage)"
+        if key in REMOVED.get(name, {}):
+            return f"{prefix}{key} was removed from {name}: {REMOVED[name][key]}"
         try:
             module, _, attribute = class_path.rpartition(".")
             parameters = list(

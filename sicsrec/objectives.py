@@ -23,16 +23,21 @@ def stage1_objective(
     id_temperature: float = 1.0,
     content_temperature: float = 0.05,
     contrastive_weight: float = 0.2,
+    id_candidates: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """At every target position (``targets > 0``; states are (B, L, H)): the ID encoder's
-    cross-entropy over all items, and the content encoder's next-item loss (cosine / τ against the
-    content table) + ``contrastive_weight`` · content-aware contrastive loss. The two parts share
-    nothing, so neither gradient reaches the other encoder; ``loss`` is their sum."""
+    cross-entropy over all items (``id_candidates``, (num_items + 1,) bool: over those only), and
+    the content encoder's next-item loss (cosine / τ against the content table) +
+    ``contrastive_weight`` · content-aware contrastive loss. The two parts share nothing, so
+    neither gradient reaches the other encoder; ``loss`` is their sum."""
     mask = targets > 0
     wanted = targets[mask]
     out = {"loss": torch.zeros((), device=targets.device)}
     if id_states is not None:
-        out["id"] = full_softmax_ce(item_scores(id_states[mask], id_table, scoring, id_temperature), wanted)
+        scores = item_scores(id_states[mask], id_table, scoring, id_temperature)
+        if id_candidates is not None:
+            scores = scores.masked_fill(~id_candidates, float("-inf"))
+        out["id"] = full_softmax_ce(scores, wanted)
         out["loss"] = out["loss"] + out["id"]
     if content_states is not None:
         states = content_states[mask]

@@ -340,6 +340,23 @@ def test_an_unknown_or_renamed_config_key_is_one_line_naming_the_right_key(argum
     assert len(err.splitlines()) == 1, err
 
 
+@pytest.mark.parametrize(
+    "key, expected",
+    [
+        ("use_contrastive", "model.init_args.use_contrastive was removed from Stage2Module: set contrastive_weight: 0"),
+        ("item_content", "was removed from Stage2Module: items carry their content in the stage-1 ID encoder"),
+    ],
+)
+def test_a_removed_stage2_key_in_a_config_file_says_what_to_do_instead(key, expected, tmp_path, capsys):
+    cfg = yaml.safe_load((REPO / "configs" / "stage2.yaml").read_text())
+    cfg["model"]["init_args"][key] = False
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(tmp_path / "old.yaml"), "--dataset", str(BILI_FOOD)])
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sicsrec: error: ") and expected in err and len(err.splitlines()) == 1, err
+
+
 def test_a_renamed_key_in_a_stage2_config_file_names_the_new_key(tmp_path, capsys):
     cfg = yaml.safe_load((REPO / "configs" / "stage2.yaml").read_text())
     cfg["model"]["init_args"]["alpha"] = cfg["model"]["init_args"].pop("contrastive_weight")

@@ -236,7 +236,7 @@ def test_method_head_trains_with_the_scores_it_is_evaluated_with(generated, feat
     dm = datamodule(generated, features)
     dm.setup("fit")
     L.seed_everything(0, verbose=False)
-    model = method_model(stage1_checkpoint, dm, use_contrastive=False).eval()
+    model = method_model(stage1_checkpoint, dm, contrastive_weight=0.0).eval()
     with torch.no_grad():  # a trained fusion, so the decoder and content streams matter too
         model.network.fusion.delta.weight.normal_(0.0, 0.05)
     batch = next(iter(dm.train_dataloader()))

@@ -28,6 +28,18 @@ RENAMED = {
 }
 
 
+# Hyperparameters removed (measured to do nothing, or moved): old name → what to do instead. A
+# config that sets one gets a one-line error saying so.
+REMOVED = {
+    "Stage2Module": {
+        "item_content": "items carry their content in the stage-1 ID encoder now (Stage1Module item_content)",
+        "id_row_dropout": "it belongs to the stage-1 ID encoder now (Stage1Module id_row_dropout)",
+        "unseen_negatives": "an item no training part holds is never a negative of the training softmax",
+        "use_contrastive": "set contrastive_weight: 0 for no contrastive term",
+    },
+}
+
+
 def renamed_hparams(class_name: str, hparams: dict) -> dict:
     """``hparams`` saved by an earlier sicsrec, under today's names."""
     renamed = RENAMED.get(class_name, {})

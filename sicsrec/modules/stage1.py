@@ -52,7 +52,12 @@ def build_encoders(h: dict[str, Any]) -> tuple[nn.Module | None, nn.Module | Non
     id_encoder = content_encoder = None
     if h["use_id"]:
         factory = as_callable(h.get("id_encoder")) or partial(IDEncoder, **shape)
-        id_encoder = factory(h["num_items"], h["max_len"])
+        content = {}
+        if h.get("item_content"):
+            if h.get("id_encoder") is not None:
+                raise ConfigError("item_content needs the SASRec ID encoder (id_encoder: null)")
+            content = dict(feature_dims=dict(h["feature_dims"]), id_row_dropout=h["id_row_dropout"])
+        id_encoder = factory(h["num_items"], h["max_len"], **content)
     if h["use_content"]:
         factory = as_callable(h.get("content_encoder")) or partial(ContentEncoder, **shape)
         content_encoder = factory(dict(h["feature_dims"]), h["max_len"])
@@ -63,11 +68,13 @@ class FeatureTable:
     """Mixin for modules that hold cached item features as non-persistent buffers (data, not weights)."""
 
     def reads_features(self) -> bool:
-        return bool(self.hparams.get("use_content", True))
+        return bool(self.hparams.get("use_content", True) or self.hparams.get("item_content"))
 
     def bind_features(self, datamodule) -> None:
         if not self.reads_features():
             return
+        # which items occur in some user's training part: data, like the features
+        self.seen_items = datamodule.train_item_counts().to(self.device) > 0
         values, masks = datamodule.item_features()
         dims = {m: int(v.shape[1]) for m, v in values.items()}
         given = self.hparams.get("feature_dims")
@@ -80,6 +87,20 @@ class FeatureTable:
 
     _eval_table: torch.Tensor | None = None
 
+    def feature_inputs(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The cached features and presence masks of every item, per modality."""
+        names = list(self.hparams.feature_dims or {})
+        if not names or not hasattr(self, f"features_{names[0]}"):
+            raise ConfigError("item features are not loaded: run the model through a DataModule with data.features")
+        return {m: getattr(self, f"features_{m}") for m in names}, {m: getattr(self, f"mask_{m}") for m in names}
+
+    def id_items(self, encoder: nn.Module) -> torch.Tensor:
+        """The ID encoder's item vectors, read as input and scored against: its ID rows, or each
+        item's ID row plus the learned map of its content (``item_content``)."""
+        if getattr(encoder, "content_map", None) is None:
+            return encoder.item_embedding.weight
+        return encoder.item_table(*self.feature_inputs(), seen=self.seen_items)
+
     def content_table(self, encoder: ContentEncoder) -> torch.Tensor:
         """The content vectors of all items. An evaluation pass computes them once and reuses them
         for every batch (the weights do not change within it; the cache is cleared when a validation,
@@ -87,12 +108,7 @@ class FeatureTable:
         evaluating = not self.training and not torch.is_grad_enabled()
         if evaluating and self._eval_table is not None:
             return self._eval_table
-        names = list(self.hparams.feature_dims)
-        if not hasattr(self, f"features_{names[0]}"):
-            raise ConfigError("item features are not loaded: run the model through a DataModule with data.features")
-        table = encoder.item_vectors(
-            {m: getattr(self, f"features_{m}") for m in names}, {m: getattr(self, f"mask_{m}") for m in names}
-        )
+        table = encoder.item_vectors(*self.feature_inputs())
         self._eval_table = table if evaluating else None
         return table
 
@@ -129,6 +145,11 @@ class Stage1Module(FeatureTable, RecommenderModule):
     use_id: train the ID-modality encoder.
     use_content: train the content-modality encoder (needs ``data.features``); ``false`` is the ID
         encoder alone (SASRec, ``id.yaml``).
+    item_content: the ID encoder's item vectors (input and scoring) carry the items' content: ID row
+        + a learned map of the standardised features (``sicsrec.nn.IDEncoder.item_table``; needs
+        ``data.features``); an item no training part holds is scored through its content alone, and
+        is no negative of the training softmax.
+    id_row_dropout: with ``item_content``, the share of items whose ID row is masked in a training step.
     content_temperature: τ of the content encoder's next-item loss and contrastive loss.
     contrastive_weight: weight of the content-aware contrastive loss (α₁ of the paper).
     feature_dims: set from the data's features (printed for the record; leave null).
@@ -157,6 +178,8 @@ class Stage1Module(FeatureTable, RecommenderModule):
         id_temperature: float = 1.0,
         use_id: bool = True,
         use_content: bool = True,
+        item_content: bool = False,
+        id_row_dropout: float = 0.0,
         content_temperature: float = 0.05,
         contrastive_weight: float = 0.2,
         feature_dims: dict[str, int] | None = None,
@@ -171,7 +194,9 @@ class Stage1Module(FeatureTable, RecommenderModule):
         super().__init__(protocol, optimizer, scheduler, views)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.id_encoder = self.content_encoder = None
-        if num_items is not None and max_len is not None and (feature_dims is not None or not use_content):
+        self.register_buffer("seen_items", None, persistent=False)  # set from the data (bind_features)
+        reads = use_content or item_content
+        if num_items is not None and max_len is not None and (feature_dims is not None or not reads):
             self.build()
 
     def networks(self) -> list:
@@ -180,8 +205,11 @@ class Stage1Module(FeatureTable, RecommenderModule):
     def build(self) -> None:
         self.id_encoder, self.content_encoder = build_encoders(self.hparams)
 
-    def id_table(self) -> torch.Tensor:
-        return F.dropout(self.id_encoder.item_embedding.weight, self.hparams.item_dropout, self.training)
+    def id_table(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """What ID user vectors are scored against: the item vectors ``items`` (default
+        :meth:`id_items`) with item dropout in training."""
+        items = self.id_items(self.id_encoder) if items is None else items
+        return F.dropout(items, self.hparams.item_dropout, self.training)
 
     def _view(self, name: str) -> str:
         return "main" if self.views == ("main",) else name
@@ -192,7 +220,7 @@ class Stage1Module(FeatureTable, RecommenderModule):
     # The retrieval view is the first encoder's (``id`` when both are trained): what predict ranks by.
     def user_vectors(self, batch: dict, encoder: str | None = None) -> torch.Tensor:
         if (encoder or self._encoders()[0]) == "id":
-            return self.id_encoder(batch["input"], last_only=True)
+            return self.id_encoder(batch["input"], last_only=True, table=self.id_items(self.id_encoder))
         return self.content_encoder(batch["input"], self.content_table(self.content_encoder), last_only=True)
 
     def item_vectors(self, encoder: str | None = None) -> torch.Tensor:
@@ -217,18 +245,21 @@ class Stage1Module(FeatureTable, RecommenderModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         h = self.hparams
         n = int((batch["target"] > 0).sum())
-        id_table = self.id_table() if h.use_id else None
+        id_items = self.id_items(self.id_encoder) if h.use_id else None  # one draw of ID-row dropout per step
         content_table = self.content_table(self.content_encoder) if h.use_content else None
         losses = stage1_objective(
             batch["target"],
-            self.id_encoder(batch["input"]) if h.use_id else None,
-            id_table,
+            self.id_encoder(batch["input"], table=id_items) if h.use_id else None,
+            self.id_table(id_items) if h.use_id else None,
             self.content_encoder(batch["input"], content_table) if h.use_content else None,
             content_table,
             h.scoring,
             h.id_temperature,
             h.content_temperature,
             h.contrastive_weight,
+            # an item no training part holds is no negative of an ID encoder that scores it through
+            # its content: pushed down at every step, the content map would learn to bury new items
+            self.seen_items if h.item_content else None,
         )
         if h.use_id:
             self.log("train/id/loss", losses["id"], batch_size=n)

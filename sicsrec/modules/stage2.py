@@ -5,15 +5,15 @@ attention and feed-forward linears; the adapters train together with the decoder
 cross-attention: ID queries, content keys/values) and the fusion of the three last-position
 states — and, in the method head, with the parts that carry item information (ID item table,
 position tables, embedding LayerNorms, content projections). Loss: cross-entropy over the items
-(with ``unseen_negatives: false``: that occur in training) + α · content-aware contrastive loss
+that occur in training + α · content-aware contrastive loss
 on the user vector (see ``head``).
 
 An item no user's training part holds (a new upload, a held-out item) has an ID row that training
-never fitted. The shipped model lets it borrow one (``cold_neighbours``): the content-weighted
-mean of the rows of the seen items whose content is closest to its own, so it is ranked through
-its content on the scale of the fitted rows, and it is no negative of the training softmax.
-Two other levers (``item_content``, ``unseen_negatives: false`` alone) are off in the shipped
-configs: on Bili_Food they ranked no cold target (docs/results.md §8). When the histories being
+never fitted. When stage 1's ID encoder carries content (``item_content``) such an item is scored
+through the learned map of its content. Otherwise it can borrow one (``cold_neighbours``): the
+content-weighted mean of the rows of the seen items whose content is closest to its own, so it is
+ranked through its content on the scale of the fitted rows, and it is no negative of the training
+softmax. When the histories being
 ranked lead to such an item — other users moved to it after training — its row is fitted to those
 users' last step (``new_item_fold_in``; at test and predict time, validation chains it), and
 the items only earlier steps lead to are scored from the transitions into them
@@ -69,7 +69,7 @@ SCHEDULER = {
 }
 # What carries item information in the stage-1 encoders (trained by the method head, beside LoRA):
 # the ID item table, position tables, embedding LayerNorms and the content projections.
-ITEM_PARTS = {"item_embedding", "position_embedding", "norm", "projections"}
+ITEM_PARTS = {"item_embedding", "content_map", "position_embedding", "norm", "projections"}
 NOT_HPARAMS = {"self", "optimizer", "scheduler"}
 
 
@@ -130,18 +130,12 @@ class Stage2Module(FeatureTable, RecommenderModule):
         ``ensemble`` (a baseline): ``[ID part ; content part]`` scored against
         ``[ID table ; content table]``, starting from the sum of both stage-1 encoders' scores; only
         LoRA, decoder and fusion train, the contrastive term acts on the content part.
-    item_content: method head: an item's vector is its ID row plus a learned linear map of its
-        content vector (zero at the start); an item with no training occurrence is scored by the
-        mapped content alone. ``false``: ID rows only.
-    id_row_dropout: share of items whose ID row is left out in a training step (scored through
-        content alone, as a never-seen item is), so the content map learns to rank on its own.
-    unseen_negatives: items with no training occurrence are negatives of the training softmax
-        (as in stage 1); ``false``: they are left out of it (their scores are -inf in training).
     cold_neighbours: k > 0: an item with no training occurrence borrows its ID row (the ID half of
         an ensemble's) from the k seen items with the closest content vectors, weighted by the
-        softmax of their cosines over ``content_temperature``, and is left out of the training
-        softmax (its row is made of seen items' rows, which must not be pushed down through it);
-        0: its own, never-fitted row.
+        softmax of their cosines over ``content_temperature``; 0: its own row (never fitted, or made
+        of its content by stage 1's ``item_content``). Either way such an item is no negative of the
+        training softmax: pushed down at every step, its row (or the content map) would learn to
+        bury new items.
     skip_new_items: a never-seen item in a history being ranked is left out of what the encoders read
         (its ID row was only ever pushed down in training; its content neighbours' rows read worse
         still, docs/results.md §19); it stays in the history the chain and the exclusion of
@@ -163,7 +157,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
     content_temperature: τ of the contrastive loss (content-vector similarities, as in stage 1).
     new_parts_lr: learning rate of what stage 2 adds — LoRA adapters, decoder, fusion, the content
         map — while the parts trained in stage 1 keep the optimizer's; ``null``: one rate for all.
-    use_decoder, use_contrastive: ablation switches.
+    use_decoder: ``false``: the "no decoder" ablation (``contrastive_weight: 0``: no contrastive term).
     compile: ``torch.compile`` the encoders, decoder and fusion.
     protocol, optimizer: as in stage 1.
     scheduler: stepped once per epoch; the default warms the learning rate up over 10 epochs (see
@@ -186,9 +180,6 @@ class Stage2Module(FeatureTable, RecommenderModule):
         decoder_attn_dropout: float = 0.5,
         item_dropout: float | None = None,
         head: Literal["method", "ensemble"] = "method",
-        item_content: bool = False,
-        id_row_dropout: float = 0.1,
-        unseen_negatives: bool = True,
         cold_neighbours: int = 5,
         skip_new_items: bool = True,
         new_item_fold_in: bool = True,
@@ -198,7 +189,6 @@ class Stage2Module(FeatureTable, RecommenderModule):
         content_temperature: float = 0.05,
         new_parts_lr: float | None = None,
         use_decoder: bool = True,
-        use_contrastive: bool = True,
         feature_dims: dict[str, int] | None = None,
         stage1_sha256: str | None = None,
         compile: bool = False,
@@ -258,10 +248,6 @@ class Stage2Module(FeatureTable, RecommenderModule):
             (1.0, 1.0 / s.content_temperature) if h.head == "ensemble" else None,
         )
         item_dropout = s.item_dropout if h.item_dropout is None else h.item_dropout
-        content_to_items = None
-        if h.head == "method" and h.item_content:
-            content_to_items = nn.Linear(s.hidden_size, s.hidden_size, bias=False)
-            nn.init.zeros_(content_to_items.weight)  # the start is the stage-1 ID encoder on seen items
         self.network = SICSRecNetwork(
             id_encoder,
             content_encoder,
@@ -269,8 +255,6 @@ class Stage2Module(FeatureTable, RecommenderModule):
             fusion,
             h.head,
             item_dropout,
-            content_to_items,
-            h.id_row_dropout,
             h.cold_neighbours,
             h.content_temperature,
             h.skip_new_items,
@@ -320,11 +304,6 @@ class Stage2Module(FeatureTable, RecommenderModule):
             raise ConfigError(f"model.encoders: {sorted(unknown)} are not Stage1Module arguments")
         return (s, *build_encoders(s))
 
-    def bind_features(self, datamodule) -> None:
-        super().bind_features(datamodule)
-        # which items occur in some user's training part: data, like the features
-        self.seen_items = datamodule.train_item_counts().to(self.device) > 0
-
     def parameter_lr(self, name: str) -> float | None:
         if self.hparams.new_parts_lr is None or self.hparams.stage1_checkpoint is None:
             return None
@@ -367,15 +346,14 @@ class Stage2Module(FeatureTable, RecommenderModule):
         s = self.stage1_hparams
         return ("dot", 1.0) if self.hparams.head == "ensemble" else (s.scoring, s.id_temperature)
 
-    def score_items(self, users: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-        return item_scores(users, self.network.item_table(content, self.seen_items), *self.scoring())
-
     def item_vectors(self) -> torch.Tensor:
-        table = self.network.item_table(self.content_table(self.network.content_encoder), self.seen_items)
+        content = self.content_table(self.network.content_encoder)
+        table = self.network.item_table(content, self.id_items(self.network.id_encoder), self.seen_items)
         return table if self.fitted is None else table.index_copy(0, *self.fitted)
 
     def user_vectors(self, batch: dict) -> torch.Tensor:
-        return self.network(batch["input"], self.content_table(self.network.content_encoder), seen=self.seen_items)
+        content = self.content_table(self.network.content_encoder)
+        return self.network(batch["input"], content, self.id_items(self.network.id_encoder), seen=self.seen_items)
 
     def scores(self, batch: dict) -> dict[str, torch.Tensor]:
         return {"main": self.score(batch)}
@@ -451,14 +429,15 @@ class Stage2Module(FeatureTable, RecommenderModule):
         mask = batch["target"] > 0
         targets = batch["target"][mask]
         content = self.content_table(self.network.content_encoder)
-        users = self.network(batch["input"], content, all_positions=True)[mask]
-        scores = self.score_items(users, content)
-        if (not h.unseen_negatives or h.cold_neighbours > 0) and self.seen_items is not None:
+        id_items = self.id_items(self.network.id_encoder)  # one draw of ID-row dropout per step
+        users = self.network(batch["input"], content, id_items, all_positions=True)[mask]
+        scores = item_scores(users, self.network.item_table(content, id_items, self.seen_items), *self.scoring())
+        if self.seen_items is not None:
             scores = scores.masked_fill(~self.seen_items, float("-inf"))  # targets are always seen
         losses = stage2_objective(
             targets,
             scores,
-            self.network.content_part(users) if h.use_contrastive else None,
+            self.network.content_part(users),
             content,
             h.contrastive_weight,
             h.content_temperature,
@@ -505,11 +484,8 @@ class Stage2Module(FeatureTable, RecommenderModule):
         missing = self.trained_keys() - set(state_dict)
         unexpected = set(state_dict) - {n for n, _ in self.named_parameters()}
         if strict and (missing or unexpected):
-            hint = ""
-            if missing == {"network.content_to_items.weight"}:
-                hint = " (trained without item_content: set model.init_args.item_content false)"
             raise ConfigError(
                 f"stage-2 checkpoint does not fit this model: missing {sorted(missing)[:3]}, "
-                f"unexpected {sorted(unexpected)[:3]}{hint}"
+                f"unexpected {sorted(unexpected)[:3]}"
             )
         return super().load_state_dict(state_dict, strict=False, assign=assign)

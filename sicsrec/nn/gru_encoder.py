@@ -13,8 +13,10 @@ class GRUEncoder(nn.Module):
     last real state (B, H). ``item_embedding`` is the table items are scored against.
 
     The contract of an ID sequence encoder for ``Stage1Module(id_encoder=...)``: built as
-    ``cls(num_items, max_len, **init_args)``, called as ``encoder(items, last_only=False)``, with an
-    ``item_embedding`` of ``num_items + 1`` rows (row 0 = padding).
+    ``cls(num_items, max_len, **init_args)``, called as ``encoder(items, last_only=False, table=None)``
+    (``table``: the item vectors to read instead of its own rows), with an ``item_embedding`` of
+    ``num_items + 1`` rows (row 0 = padding). Items carrying their content (``item_content``) need
+    the SASRec encoder's ``item_table``.
     """
 
     def __init__(self, num_items: int, max_len: int, hidden_size: int = 64, num_layers: int = 1, dropout: float = 0.1):
@@ -24,6 +26,7 @@ class GRUEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.gru = nn.GRU(hidden_size, hidden_size, num_layers, batch_first=True)
 
-    def forward(self, items: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        states, _ = self.gru(self.dropout(self.item_embedding(items)))  # causal: padding comes after
+    def forward(self, items: torch.Tensor, last_only: bool = False, table: torch.Tensor | None = None) -> torch.Tensor:
+        vectors = self.item_embedding(items) if table is None else table[items]
+        states, _ = self.gru(self.dropout(vectors))  # causal: padding comes after
         return gather_last(states, items) if last_only else states

@@ -16,12 +16,10 @@ Head = Literal["method", "ensemble"]
 
 class SICSRecNetwork(nn.Module):
     """``head="method"``: the ID, content and decoder states are fused into one user vector in the
-    ID table's space, scored against the item table: each item's ID row plus, with
-    ``content_to_items``, a learned map of its content vector. An item with no training occurrence
-    (``seen`` false) has an ID row that training only ever pushed down, so it is scored through its
-    content alone; ``id_row_dropout`` drops random items' ID rows in training likewise, so that the
-    content map learns to rank an item on its own. ``head="ensemble"``: ``[ID part ; content
-    part]`` scored against ``[ID table ; content table]``.
+    ID encoder's space, scored against its item vectors (``id_items``: the ID rows, or with stage 1's
+    ``item_content`` each item's ID row + a learned map of its content, so that a never-seen item is
+    scored through its content). ``head="ensemble"``: ``[ID part ; content part]`` scored against
+    ``[ID items ; content table]``.
 
     With ``cold_neighbours`` k > 0, an item no training part holds borrows its ID row from the k
     seen items whose content vectors are closest to its own (weights: softmax of the cosines over
@@ -39,8 +37,6 @@ class SICSRecNetwork(nn.Module):
         fusion: the fusion of the last-position states.
         head: see above.
         item_dropout: dropout on the ID item table in training.
-        content_to_items: content vector → ID-table space (method head), or None: ID rows only.
-        id_row_dropout: share of items scored through content alone in a training step.
         cold_neighbours: how many seen items a never-seen item borrows its ID row from (0: none).
         neighbour_temperature: τ of the softmax over their content cosines.
         skip_new_items: outside training, never-seen items (``seen`` false) are dropped from the input
@@ -55,29 +51,24 @@ class SICSRecNetwork(nn.Module):
         fusion: Fusion,
         head: Head = "method",
         item_dropout: float = 0.0,
-        content_to_items: nn.Module | None = None,
-        id_row_dropout: float = 0.0,
         cold_neighbours: int = 0,
         neighbour_temperature: float = 0.05,
         skip_new_items: bool = False,
     ):
         super().__init__()
         self.id_encoder, self.content_encoder, self.decoder, self.fusion = id_encoder, content_encoder, decoder, fusion
-        self.content_to_items = content_to_items
-        self.head, self.item_dropout, self.id_row_dropout = head, item_dropout, id_row_dropout
+        self.head, self.item_dropout = head, item_dropout
         self.cold_neighbours, self.neighbour_temperature = cold_neighbours, neighbour_temperature
         self.skip_new_items = skip_new_items
 
-    def item_table(self, content: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
-        """What user vectors are scored against, given the content table ``content`` and which items
-        occur in training (``seen``, (num_items + 1,) bool; None: all): the ID item table (+ the
-        mapped content vectors), or ``[ID table ; content table]`` (``ensemble``)."""
-        table = F.dropout(self.id_encoder.item_embedding.weight, self.item_dropout, self.training)
-        if self.head == "method" and self.content_to_items is not None:
-            keep = torch.ones(len(table), 1, dtype=torch.bool, device=table.device) if seen is None else seen[:, None]
-            if self.training and self.id_row_dropout > 0:
-                keep = keep & (torch.rand(len(table), 1, device=table.device) >= self.id_row_dropout)
-            table = table * keep + self.content_to_items(content)
+    def item_table(
+        self, content: torch.Tensor, id_items: torch.Tensor, seen: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """What user vectors are scored against, given the content table ``content``, the ID
+        encoder's item vectors ``id_items`` and which items occur in training (``seen``,
+        (num_items + 1,) bool; None: all): ``id_items`` (dropped out in training), or
+        ``[ID items ; content table]`` (``ensemble``)."""
+        table = F.dropout(id_items, self.item_dropout, self.training)
         if self.cold_neighbours > 0 and seen is not None and not self.training:
             table = self.borrowed_rows(table, content, seen)  # in training such items are no candidates
         return torch.cat([table, content], dim=-1) if self.head == "ensemble" else table
@@ -96,13 +87,19 @@ class SICSRecNetwork(nn.Module):
         return table.index_copy(0, new, borrowed.to(table.dtype))
 
     def forward(
-        self, items: torch.Tensor, content: torch.Tensor, all_positions: bool = False, seen: torch.Tensor | None = None
+        self,
+        items: torch.Tensor,
+        content: torch.Tensor,
+        id_items: torch.Tensor | None = None,
+        all_positions: bool = False,
+        seen: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """User vectors: at every position (B, L, D) or each row's last real one (B, D); ``seen``:
-        which items occur in training (for ``skip_new_items``; None: all)."""
+        """User vectors: at every position (B, L, D) or each row's last real one (B, D); ``id_items``:
+        the ID encoder's item vectors (None: its ID rows); ``seen``: which items occur in training
+        (for ``skip_new_items``; None: all)."""
         if self.skip_new_items and seen is not None and not self.training:  # training inputs hold none
             items = seen_only(items, seen)
-        id_h = self.id_encoder(items)
+        id_h = self.id_encoder(items, table=id_items)
         content_h = self.content_encoder(items, content)
         streams = [id_h, content_h]
         if self.decoder is not None:
