@@ -60,6 +60,14 @@ def movielens() -> Path:
     return path
 
 
+def training_only_trainer(max_epochs: int, **kwargs):
+    """A Lightning trainer that fits without validating and writes nothing (no logs, no checkpoints)."""
+    import lightning as L
+
+    quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    return L.Trainer(max_epochs=max_epochs, limit_val_batches=0, num_sanity_val_steps=0, **quiet, **kwargs)
+
+
 @pytest.fixture(scope="session")
 def generated(tmp_path_factory) -> Path:
     """A small generated dataset with covers and all three planted signals."""

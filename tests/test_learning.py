@@ -9,6 +9,7 @@ from sicsrec.data import SequenceDataModule
 from sicsrec.data.generate import generate
 from sicsrec.evaluation import evaluate, last_item_scorer, popularity_scorer
 from sicsrec.modules import Stage1Module
+from tests.conftest import training_only_trainer
 
 
 @pytest.fixture(scope="module")
@@ -41,17 +42,7 @@ def train_and_compare(root, shuffle: bool) -> dict[str, float]:
         item_dropout=0.0,
         use_content=False,
     )
-    trainer = L.Trainer(
-        max_epochs=20,
-        reload_dataloaders_every_n_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(model, dm)
+    training_only_trainer(20, reload_dataloaders_every_n_epochs=1).fit(model, dm)
     model.eval()
     counts = dm.train_item_counts()
     scorers = {
