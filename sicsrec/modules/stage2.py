@@ -5,16 +5,14 @@ attention and feed-forward linears; the adapters train together with the decoder
 cross-attention: ID queries, content keys/values) and the fusion of the three last-position
 states — and, in the method head, with the parts that carry item information (ID item table,
 position tables, embedding LayerNorms, content projections). Loss: cross-entropy over the items
-that occur in training + α · content-aware contrastive loss
-on the user vector (see ``head``).
+that occur in training + α · content-aware contrastive loss on the user vector (see ``head``).
 
 An item no user's training part holds (a new upload, a held-out item) has an ID row that training
 never fitted. When stage 1's ID encoder carries content (``item_content``) such an item is scored
 through the learned map of its content. Otherwise it can borrow one (``cold_neighbours``): the
 content-weighted mean of the rows of the seen items whose content is closest to its own, so it is
-ranked through its content on the scale of the fitted rows, and it is no negative of the training
-softmax. When the histories being
-ranked lead to such an item — other users moved to it after training — its row is fitted to those
+ranked through its content on the scale of the fitted rows. When the histories being ranked lead
+to such an item — other users moved to it after training — its row is fitted to those
 users' last step (``new_item_fold_in``; at test and predict time, validation chains it), and
 the items only earlier steps lead to are scored from the transitions into them
 (``new_item_chain``; :mod:`sicsrec.nn.new_items`; docs/results.md §14–17).
