@@ -64,7 +64,7 @@ def main() -> None:
     seen[0] = False
     with torch.no_grad():
         content = model.content_table(model.network.content_encoder)
-        table = model.network.item_table(content, model.seen_items)
+        table = model.network.item_table(content, model.id_items(model.network.id_encoder), model.seen_items)
         unit = F.normalize(content, dim=-1)
         new, old = (~seen).nonzero().squeeze(1), seen.nonzero().squeeze(1)
         new = new[new > 0]
@@ -182,13 +182,14 @@ def main() -> None:
         choices.update({f"new_item_chain, m = {m}": with_chain(m) for m in (10, 100, 1000)})
 
         def shipped_scoring(split: str, weight: float | None):
-            """The model's own scoring of a split, bound to its inputs as ``sicsrec test`` binds the
-            test split (validation too, here: under the cold-start protocol its inputs end with
-            held-out items, so λ can be read off validation)."""
+            """The model's own scoring of a split, with rows fitted to its inputs as ``sicsrec fold-in``
+            fits them for the test split (validation too, here: under the cold-start protocol its
+            inputs end with held-out items, so λ can be read off validation)."""
             model.network.cold_neighbours = shipped[0]
             model.hparams.new_item_fold_in = model.hparams.new_item_chain = True
             model.hparams.new_item_fold_in_weight = weight
-            model.bind_histories(dm.split_histories(split))
+            histories = dm.split_histories(split)
+            model.bind_histories(histories, model.fit_new_item_rows(histories))
             vectors, chain = model.item_vectors(), model.chain
             model.network.cold_neighbours = 0
             model.bind_histories(None)

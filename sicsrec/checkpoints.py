@@ -65,3 +65,48 @@ def checked(path: str | Path, class_path: str, init_args) -> dict:
             init_args.get("stage1_checkpoint"), path, checkpoint["stage1_checkpoint"]
         )
     return checkpoint
+
+
+def new_items_path(checkpoint: str | Path) -> Path:
+    """Where the new-item rows fitted for ``checkpoint`` live: beside it, ``<stem>.new_items.pt``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.stem}.new_items.pt")
+
+
+def write_new_items(checkpoint: str | Path, rows: dict) -> Path:
+    """Save ``{split: (items, rows)}`` (``sicsrec fold-in``'s result) beside ``checkpoint``, with the
+    checkpoint's SHA-256 so that rows fitted for other weights are never read."""
+    import torch
+
+    from sicsrec.io import atomic_path
+
+    path = new_items_path(checkpoint)
+    record = {
+        "checkpoint_sha256": file_sha256(checkpoint),
+        "splits": {split: {"items": items.cpu(), "rows": r.cpu()} for split, (items, r) in rows.items()},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(record, tmp)
+    return path
+
+
+def read_new_items(checkpoint: str | Path) -> dict:
+    """``{split: (items, rows)}`` fitted for ``checkpoint`` (empty when none were written); rows
+    fitted for another version of the file are refused in one line."""
+    import torch
+
+    path = new_items_path(checkpoint)
+    if not path.is_file():
+        return {}
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+        sha256, splits = record["checkpoint_sha256"], record["splits"]
+        rows = {split: (s["items"], s["rows"]) for split, s in splits.items()}
+    except Exception as err:  # a torn or foreign file: say which
+        raise ConfigError(f"{path}: not new-item rows ({type(err).__name__}); rerun `sicsrec fold-in`") from None
+    if sha256 != file_sha256(checkpoint):
+        raise ConfigError(
+            f"{path} was fitted for another version of {Path(checkpoint).name}: rerun `sicsrec fold-in` "
+            "(or delete it: never-seen items then keep their borrowed rows)"
+        )
+    return rows

@@ -227,6 +227,7 @@ class SicsrecCLI(LightningCLI):
         fit_seconds = time.perf_counter() - self._fit_started
         resumed_from = self.trainer.ckpt_path  # then fit_seconds covers only this process's epochs
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
+        fold_in_seconds = self._fold_in(best) if best else None
         results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, verbose=False)
         self._report(
             results,
@@ -238,9 +239,42 @@ class SicsrecCLI(LightningCLI):
                 if resumed_from
                 else round(fit_seconds / max(1, self.trainer.current_epoch), 3),
                 "best_checkpoint": best,
+                "fold_in_seconds": fold_in_seconds,
                 "best_valid": _as_float(getattr(self.trainer.checkpoint_callback, "best_model_score", None)),
             },
         )
+
+    def _fold_in(self, best: str) -> float | None:
+        """Stage 2's new-item rows, fitted once with the best weights and written beside the
+        checkpoint (``sicsrec fold-in``'s file) before the test reads them: test, predict and
+        serving fit nothing. Seconds taken; None for models without them."""
+        import torch
+
+        from sicsrec.checkpoints import write_new_items
+
+        model = self.model
+        if not hasattr(model, "fold_in_splits") or not model.hparams.get("new_item_fold_in"):
+            return None
+        started = time.perf_counter()
+        state = torch.load(best, map_location=model.device, weights_only=True)["state_dict"]
+        model.load_state_dict(state)
+        model.eval()
+        rows = model.fold_in_splits(self.datamodule)
+        if self.trainer.global_rank == 0 and rows:
+            write_new_items(best, rows)
+        self.trainer.strategy.barrier()
+        model.new_item_rows = rows
+        return round(time.perf_counter() - started, 2)
+
+    def _read_new_items(self) -> None:
+        """``test`` / ``predict --ckpt_path FILE``: the new-item rows fitted for that file, read from beside it."""
+        from sicsrec.checkpoints import read_new_items
+
+        path = self.config[self.subcommand].get("ckpt_path")
+        if hasattr(self.model, "new_item_rows") and path and path not in ("last", "best", "hpc", "registry"):
+            self.model.new_item_rows = read_new_items(path)
+
+    before_test = before_predict = _read_new_items
 
     def after_test(self) -> None:
         self._report([dict(self.trainer.callback_metrics)], {"checkpoint": self.config["test"].get("ckpt_path")})
@@ -390,7 +424,7 @@ def data_main(argv: list[str]) -> None:
 
 
 def step_main(step: str, argv: list[str]) -> None:
-    """``sicsrec pairs``, ``features``, ``recommend`` and ``export``: one function each, configured like the rest."""
+    """``sicsrec pairs``, ``features``, ``recommend``, ``export``, ``fold-in``: one function each, configured alike."""
     from jsonargparse import auto_cli
 
     if step == "pairs":
@@ -399,6 +433,8 @@ def step_main(step: str, argv: list[str]) -> None:
         from sicsrec.content.featurize import featurize as function
     elif step == "recommend":
         from sicsrec.serving import recommend as function
+    elif step == "fold-in":
+        from sicsrec.serving import fold_in as function
     else:
         from sicsrec.serving import export as function
     if step in ("pairs", "features"):
@@ -424,6 +460,7 @@ steps:
 serving (RUN: a run folder, or a config file + --ckpt_path):
   recommend --run RUN [--histories F|-] [--out F|-] [--top_k K]   next items for histories in catalogue ids
   export --run RUN --out DIR                             item vectors + manifest for an ANN index
+  fold-in --run RUN                                      rows of never-seen items, fitted once beside the checkpoint
   report RUN_FOLDER ... [--out docs/results.md]          tables (mean ± std over seeds) and plots
 """
 
@@ -439,7 +476,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args[:1] == ["data"]:
             data_main(args[1:])
-        elif args[:1] in (["pairs"], ["features"], ["recommend"], ["export"]):
+        elif args[:1] in (["pairs"], ["features"], ["recommend"], ["export"], ["fold-in"]):
             step_main(args[0], args[1:])
         elif args[:1] in (["run"], ["tune"]):
             from jsonargparse import auto_cli

@@ -87,10 +87,10 @@ class Recommendation:
 
 
 def load_model(run: str | Path, ckpt_path: str | Path | None = None):
-    """(model, datamodule, checkpoint path) of a run folder (or config file), weights loaded and
-    nothing bound to any histories yet: what a benchmark that scores its own splits starts from
-    (a :class:`Recommender` also fits the catalogue's new items, minutes on a large set)."""
-    from sicsrec.checkpoints import checked
+    """(model, datamodule, checkpoint path) of a run folder (or config file), weights loaded with
+    the new-item rows fitted for them (``sicsrec fold-in``; read, never fitted here) and nothing
+    bound to any histories yet: what a benchmark that scores its own splits starts from."""
+    from sicsrec.checkpoints import checked, read_new_items
 
     config, ckpt_path = run_files(run, ckpt_path)
     values = read_config(config)
@@ -100,7 +100,32 @@ def load_model(run: str | Path, ckpt_path: str | Path | None = None):
     model.bind_data(datamodule.num_items, datamodule.max_len)
     model.on_load_checkpoint(checkpoint)
     model.load_state_dict(checkpoint["state_dict"])
+    if hasattr(model, "new_item_rows"):
+        model.new_item_rows = read_new_items(ckpt_path)
     return model.eval(), datamodule, ckpt_path
+
+
+def fold_in(run: str, ckpt_path: str | None = None) -> None:
+    """Fit the rows of never-seen items that the test inputs and the catalogue's sequences lead to
+    (``new_item_fold_in``) and write them beside the checkpoint, once: ``test``, ``predict``,
+    ``recommend`` and ``export`` read them. ``sicsrec fit`` of stage 2 already does this before its test.
+
+    Args:
+        run: a run folder (its ``config.yaml``) or a config file: the ``model`` and ``data`` sections are used.
+        ckpt_path: the checkpoint to fit rows for; default the run folder's one ``checkpoints/best*.ckpt``.
+    """
+    from sicsrec.checkpoints import write_new_items
+
+    model, datamodule, ckpt_path = load_model(run, ckpt_path)
+    if not hasattr(model, "fold_in_splits"):
+        raise ConfigError(f"{ckpt_path}: a {type(model).__name__} has no new-item rows to fit (stage 2 has)")
+    rows = model.fold_in_splits(datamodule)
+    if not rows:
+        print("sicsrec fold-in: no never-seen item to fit (or new_item_fold_in off): nothing written", file=sys.stderr)
+        return
+    path = write_new_items(ckpt_path, rows)
+    counts = ", ".join(f"{split} {len(items)}" for split, (items, _) in rows.items())
+    print(f"new-item rows ({counts} items) written to {path}", file=sys.stderr)
 
 
 class Recommender:
@@ -113,8 +138,9 @@ class Recommender:
         with torch.no_grad():
             self.model.on_predict_epoch_start()  # no table cached from other weights
             # what predict ranks with: the catalogue's sequences (not the request's, so that a
-            # history's answer does not depend on the others asked with it); rows fitted to them first
-            self.model.bind_histories(datamodule.split_histories("predict"))
+            # history's answer does not depend on the others asked with it) and the rows fitted to them
+            if hasattr(self.model, "bind_split"):  # models that rank new items from the histories
+                self.model.bind_split("predict", datamodule)
             self.item_vectors = self.model.item_vectors().detach()
         self.scoring = self.model.scoring()
 

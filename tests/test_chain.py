@@ -70,8 +70,16 @@ def test_run_chains_every_real_step_on_a_csv_catalogue_and_then_skips_them(tmp_p
     shop = tmp_path / "shop"
     shop.mkdir()
     events = pd.read_csv(generated / "Gen_pair.csv", header=None, names=["customer", "sku", "ts"])
-    events.to_csv(shop / "events.csv", index=False)
     items = pd.read_csv(generated / "Gen_item.csv", header=None, names=["sku", "name_zh", "name"])
+    # two products that arrive after training: one some users moved to last before their test
+    # target (their validation target), one that is some users' test target
+    events = events.sort_values(["customer", "ts"], kind="stable")
+    customers = events["customer"].unique()
+    for offset, (sku, group) in enumerate((("fresh-valid", customers[:5]), ("fresh-test", customers[5:10]))):
+        for customer in group:
+            events.loc[events.index[events["customer"] == customer][-2 + offset], "sku"] = sku
+    items = pd.concat([items, pd.DataFrame({"sku": ["fresh-valid", "fresh-test"], "name_zh": "新", "name": "fresh"})])
+    events.to_csv(shop / "events.csv", index=False)
     items.to_csv(shop / "products.csv", index=False)
     _, steps = tiny_dataset(tmp_path, generated)  # tiny encoders, 1–2 epochs
     runs = tmp_path / "runs"
@@ -94,6 +102,30 @@ def test_run_chains_every_real_step_on_a_csv_catalogue_and_then_skips_them(tmp_p
     Chain(data_file, steps).run([1])  # nothing changed: nothing runs
     assert capsys.readouterr().out.count("up to date") == 3 + 2
     assert all(p.stat().st_mtime == t for p, t in mtimes.items())
+
+    # the new-item rows were fitted once, after the fit, beside its checkpoint: test and recommend
+    # read them and fit nothing, and test gives the fit's numbers again
+    import sicsrec.modules.stage2 as stage2_module
+    from sicsrec.checkpoints import read_new_items
+
+    fitted = json.loads(results[1].read_text())
+    best = Path(fitted["best_checkpoint"])
+    assert fitted["fold_in_seconds"] is not None and set(read_new_items(best)) == {"test", "predict"}
+
+    def no_fitting(*args, **kwargs):
+        raise AssertionError("fitted at test or load time")
+
+    monkeypatch.setattr(stage2_module, "fold_in", no_fitting)
+    run = runs / "stage2" / "seed1"
+    main(["test", "--config", str(run / "config.yaml"), "--ckpt_path", str(best)])
+    tested = json.loads((runs / "stage2" / "seed1-test" / "metrics.json").read_text())
+    assert {k: v for k, v in tested.items() if k.startswith("test/")} == pytest.approx(
+        {k: v for k, v in fitted.items() if k.startswith("test/")}, abs=1e-6
+    )
+    histories = tmp_path / "histories.jsonl"
+    histories.write_text(json.dumps({"id": 1, "items": events["sku"].astype(str).tolist()[:5]}) + "\n")
+    main(["recommend", "--run", str(run), "--histories", str(histories), "--out", str(tmp_path / "top.jsonl")])
+    assert len(json.loads((tmp_path / "top.jsonl").read_text())["items"]) == 10
 
 
 FAKE = '''#!{python}

@@ -307,46 +307,81 @@ def test_evaluation_ranks_with_a_chain_of_its_own_split_s_inputs_never_of_its_ta
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
-def test_test_fits_rows_for_the_new_items_its_inputs_last_step_leads_to_and_chains_the_rest(generated, features):
-    """Test time fits a row for each never-seen item that some test input ends with (a validation
-    item), from those inputs only; the chain scores the never-seen items only earlier steps lead to;
-    the fitted rows are the model's item vectors (what ``export`` writes). Validation fits none:
-    the chain scores every never-seen item its inputs hold."""
+def test_rows_are_fitted_once_for_the_new_items_a_split_s_last_step_leads_to_and_test_only_reads_them(
+    generated, features, tmp_path, monkeypatch
+):
+    """``fold_in_splits`` fits a row for each never-seen item that some test input ends with (a
+    validation item), from those inputs only, and for the predict split from the whole sequences;
+    test binds its split's rows — the model's item vectors then, what ``export`` writes — and the
+    chain scores the never-seen items only earlier steps lead to. Test and validation fit nothing:
+    without rows the chain scores every never-seen item the inputs hold."""
     import lightning as L
 
+    import sicsrec.modules.stage2 as stage2_module
     from sicsrec.serving import rescored_items
 
     dm = module(generated, features=str(features), share=0.1)
     torch.manual_seed(0)
     model = stage2(dm).eval()
     trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer.test(model, dm, verbose=False)
     new = set((~model.seen_items).nonzero().squeeze(1).tolist()) - {0}
     histories = dm.split_histories("test")
     last = {int(h[-1]) for h in histories if len(h) > 1}
     earlier = {int(i) for h in histories for i in h[1:-1]}
-    items, rows = model.fitted
-    assert set(items.tolist()) == new & last and new & last
+    rows = model.fold_in_splits(dm)
+    assert set(rows) == {"test", "predict"} and set(rows["test"][0].tolist()) == new & last and new & last
+    whole = {int(s[-1]) for s in dm.split_histories("predict") if len(s) > 1}
+    assert set(rows["predict"][0].tolist()) == new & whole
+
+    def no_fitting(*args, **kwargs):
+        raise AssertionError("fitted at test time")
+
+    monkeypatch.setattr(stage2_module, "fold_in", no_fitting)
+    trainer.test(model, dm, verbose=False)  # no rows handed over: none fitted, the chain takes every new item
+    assert model.fitted is None and set(model.chain.items.tolist()) == new & (earlier | last)
+    model.new_item_rows = rows
+    trainer.test(model, dm, verbose=False)
+    items, fitted = model.fitted
+    assert torch.equal(items, rows["test"][0]) and torch.equal(fitted, rows["test"][1])
     assert set(model.chain.items.tolist()) == (new & earlier) - last
+    assert not set(rescored_items(model)) & set(items.tolist())
     with torch.no_grad():
         content = model.content_table(model.network.content_encoder)
         table = model.network.item_table(content, model.id_items(model.network.id_encoder), model.seen_items)
-        assert torch.equal(model.item_vectors()[items], rows) and not torch.allclose(table[items], rows, atol=1e-4)
-        model.hparams.new_item_fold_in_weight = 1e9  # a given pull, this strong: the borrowed rows stay
-        model.bind_histories(histories)
-        assert torch.allclose(model.item_vectors()[items], table[items], atol=1e-4)
-    model.hparams.new_item_fold_in_weight = None
-    # an item that only earlier steps lead to (no input ends with it any more) is the chain's
-    x = min(new & earlier & last)
-    model.bind_histories([h[:-1] if h[-1] == x else h for h in histories])
-    assert x not in model.fitted[0].tolist() and x in model.chain.items.tolist()
-    assert x in rescored_items(model) and not set(rescored_items(model)) & set(model.fitted[0].tolist())
-    model.hparams.new_item_fold_in = False
-    trainer.test(model, dm, verbose=False)
-    assert model.fitted is None and set(model.chain.items.tolist()) == new & (earlier | last)
-    model.hparams.new_item_fold_in = True
+        assert torch.equal(model.item_vectors()[items], fitted) and not torch.allclose(table[items], fitted, atol=1e-4)
     trainer.validate(model, dm, verbose=False)
     valid = {int(i) for h in dm.split_histories("valid") for i in h[1:]}
     assert model.fitted is None and set(model.chain.items.tolist()) == new & valid and new & valid
     model.bind_split("test", dm)  # outside Lightning (a benchmark): the same binding as trainer.test
-    assert set(model.fitted[0].tolist()) == new & last and torch.equal(model.fitted[1], rows)
+    assert torch.equal(model.fitted[1], rows["test"][1])
+    model.hparams.new_item_fold_in = False  # off: rows are neither fitted nor read
+    model.bind_split("test", dm)
+    assert model.fitted is None and model.fold_in_splits(dm) == {}
+
+
+def test_a_given_pull_this_strong_keeps_the_borrowed_rows(generated, features):
+    dm = module(generated, features=str(features), share=0.1)
+    torch.manual_seed(0)
+    model = stage2(dm, new_item_fold_in_weight=1e9).eval()
+    items, rows = model.fit_new_item_rows(dm.split_histories("test"))
+    with torch.no_grad():
+        assert torch.allclose(model.item_vectors()[items], rows, atol=1e-4)
+
+
+def test_new_item_rows_are_read_only_for_the_checkpoint_they_were_fitted_for(tmp_path):
+    from sicsrec.checkpoints import new_items_path, read_new_items, write_new_items
+
+    ckpt = tmp_path / "best-epoch=3.ckpt"
+    ckpt.write_bytes(b"weights")
+    assert read_new_items(ckpt) == {}  # none written: never-seen items keep their borrowed rows
+    rows = {"test": (torch.tensor([4, 9]), torch.randn(2, 8))}
+    path = write_new_items(ckpt, rows)
+    assert path == new_items_path(ckpt) == tmp_path / "best-epoch=3.new_items.pt"
+    read = read_new_items(ckpt)
+    assert torch.equal(read["test"][0], rows["test"][0]) and torch.equal(read["test"][1], rows["test"][1])
+    ckpt.write_bytes(b"other weights")
+    with pytest.raises(ConfigError, match="fitted for another version of best-epoch=3.ckpt: rerun `sicsrec fold-in`"):
+        read_new_items(ckpt)
+    path.write_bytes(b"torn")
+    with pytest.raises(ConfigError, match="not new-item rows"):
+        read_new_items(ckpt)

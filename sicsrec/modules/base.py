@@ -141,8 +141,9 @@ class RecommenderModule(L.LightningModule):
         histories being ranked: :meth:`bind_histories`); by default the vectors' own."""
         return scores
 
-    def bind_histories(self, histories: list | None) -> None:
-        """Take the histories being ranked together (internal ids), for :meth:`rescore`."""
+    def bind_histories(self, histories: list | None, rows=None) -> None:
+        """Take the histories being ranked together (internal ids), for :meth:`rescore`, and the
+        rows fitted for that split's never-seen items (``rows``: models that have them)."""
 
     def bind_features(self, datamodule) -> None:
         """Modules that read item features take them here (they are data, not parameters)."""

@@ -12,10 +12,11 @@ never fitted. When stage 1's ID encoder carries content (``item_content``) such 
 through the learned map of its content. Otherwise it can borrow one (``cold_neighbours``): the
 content-weighted mean of the rows of the seen items whose content is closest to its own, so it is
 ranked through its content on the scale of the fitted rows. When the histories being ranked lead
-to such an item — other users moved to it after training — its row is fitted to those
-users' last step (``new_item_fold_in``; at test and predict time, validation chains it), and
-the items only earlier steps lead to are scored from the transitions into them
-(``new_item_chain``; :mod:`sicsrec.nn.new_items`; docs/results.md §14–17).
+to such an item — other users moved to it after training — its row can be fitted to those
+users' last step (``new_item_fold_in``): once, after fitting, as a step that writes the rows beside
+the checkpoint (``sicsrec fold-in``), which test, predict and serving then read — they fit nothing.
+The items only earlier steps lead to are scored from the transitions into them
+(``new_item_chain``; :mod:`sicsrec.nn.new_items`).
 
 A stage-2 checkpoint holds only what stage 2 trained, and names its stage-1 checkpoint by path
 and SHA-256; loading it rebuilds the stage-1 model from that file first (and refuses another one).
@@ -143,7 +144,9 @@ class Stage2Module(FeatureTable, RecommenderModule):
         not validation's, which chains them) gets the row that best predicts that step of every
         history under the model's softmax, starting from its borrowed row
         (:func:`sicsrec.nn.new_items.fold_in`); the row is an item vector like the others (``export``
-        writes it). ``false``: it keeps its borrowed row.
+        writes it). The rows are fitted once, after fitting (``sicsrec fit`` does it before its
+        test; ``sicsrec fold-in`` for a checkpoint) and read from beside the checkpoint.
+        ``false``: no rows are fitted or read; the chain scores every never-seen item.
     new_item_fold_in_weight: the fold-in's pull λ towards the borrowed row; ``null``: the one of
         :data:`sicsrec.nn.new_items.FOLD_IN_WEIGHTS` that 5-fold cross-validation over the fitted
         step's transitions chooses.
@@ -198,7 +201,10 @@ class Stage2Module(FeatureTable, RecommenderModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.stage1_hparams = self.network = None
         self.register_buffer("seen_items", None, persistent=False)  # set from the data (bind_features)
-        # from the histories being ranked (bind_histories): fitted rows (items, rows) and the chain
+        # rows of never-seen items per split, fitted once (fold_in_splits) and handed back to the
+        # model by whoever reads them from beside its checkpoint (the model reads no files)
+        self.new_item_rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        # bound with the histories being ranked (bind_histories): that split's rows and the chain
         self.fitted: tuple[torch.Tensor, torch.Tensor] | None = None
         self.chain: NewItemChain | None = None
         if num_items is not None and max_len is not None and feature_dims is not None:
@@ -347,7 +353,10 @@ class Stage2Module(FeatureTable, RecommenderModule):
     def item_vectors(self) -> torch.Tensor:
         content = self.content_table(self.network.content_encoder)
         table = self.network.item_table(content, self.id_items(self.network.id_encoder), self.seen_items)
-        return table if self.fitted is None else table.index_copy(0, *self.fitted)
+        if self.fitted is None:
+            return table
+        items, rows = self.fitted
+        return table.index_copy(0, items, rows.to(table.dtype))
 
     def user_vectors(self, batch: dict) -> torch.Tensor:
         content = self.content_table(self.network.content_encoder)
@@ -359,26 +368,35 @@ class Stage2Module(FeatureTable, RecommenderModule):
     def rescore(self, scores: torch.Tensor, batch: dict) -> torch.Tensor:
         return scores if self.chain is None else self.chain(scores, last_items(batch["input"]))
 
-    def bind_histories(self, histories: list | None, fit_rows: bool = True) -> None:
-        """``fit_rows`` False (validation): no fold-in, the chain scores every never-seen item — on
-        Bili_Food's cold-start runs fitting at every validation left the test numbers level (three
-        seeds) and made stage 2 two to three times slower (docs/results.md §16)."""
+    def bind_histories(self, histories: list | None, rows: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """Rank the never-seen items of ``histories``: those in ``rows`` (items, rows) by their
+        fitted rows, the rest by the chain. Nothing is fitted here."""
         self.fitted = self.chain = None
         if histories is None or self.seen_items is None:
             return
         scored = self.seen_items  # items with a row the chain leaves alone
-        if self.hparams.new_item_fold_in and fit_rows:
-            self.fitted = self.new_item_rows(histories)
-            if self.fitted is not None:
-                scored = scored.index_fill(0, self.fitted[0], True)
+        if rows is not None and self.hparams.new_item_fold_in:
+            self.fitted = (rows[0].to(self.device), rows[1].to(self.device))
+            scored = scored.index_fill(0, self.fitted[0], True)
         if self.hparams.new_item_chain:
             self.chain = NewItemChain(histories, scored).to(self.device)
 
     @torch.no_grad()
-    def new_item_rows(self, histories: list, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def fold_in_splits(self, datamodule, splits: tuple[str, ...] = ("test", "predict")) -> dict:
+        """``{split: (items, rows)}``: the rows :meth:`fit_new_item_rows` fits on each split's
+        histories (validation is never fitted: it chains its new items). What ``sicsrec fold-in``
+        writes beside the checkpoint; ``{}`` when ``new_item_fold_in`` is off."""
+        if not self.hparams.new_item_fold_in or self.seen_items is None:
+            return {}
+        rows = {split: self.fit_new_item_rows(datamodule.split_histories(split)) for split in splits}
+        return {split: r for split, r in rows.items() if r is not None}
+
+    @torch.no_grad()
+    def fit_new_item_rows(self, histories: list, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(items, rows) for the never-seen items that the histories' last step leads to, fitted on
-        that step of every history (its earlier items in, its last item out) from the rows
-        ``item_vectors`` gives before any fit; None if there are none."""
+        that step of every history (its earlier items in, its last item out) from the rows the
+        model has before any fit; None if there are none."""
+        self.bind_histories(None)  # no rows of an earlier fit under the users or the table
         steps = [h for h in histories if len(h) > 1]
         targets = torch.tensor([int(h[-1]) for h in steps], dtype=torch.long, device=self.device)
         items = torch.unique(targets[~self.seen_items[targets]]) if len(steps) else targets
@@ -403,12 +421,13 @@ class Stage2Module(FeatureTable, RecommenderModule):
 
     def bind_split(self, split: str, datamodule=None) -> None:
         """Bind the histories of ``split`` (``valid``, ``test`` or ``predict``) of ``datamodule`` —
-        by default the attached trainer's — as that loop does: a script that scores a split outside
-        Lightning binds its own split, never another's (the predict split's last steps are the test
-        targets)."""
+        by default the attached trainer's — as that loop does, with that split's fitted rows: a
+        script that scores a split outside Lightning binds its own split, never another's (the
+        predict split's last steps are the test targets)."""
         datamodule = datamodule if datamodule is not None else getattr(attached_trainer(self), "datamodule", None)
         split_histories = getattr(datamodule, "split_histories", None)
-        self.bind_histories(split_histories(split) if split_histories is not None else None, fit_rows=split != "valid")
+        histories = split_histories(split) if split_histories is not None else None
+        self.bind_histories(histories, self.new_item_rows.get(split))
 
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()
