@@ -86,10 +86,11 @@ class Recommendation:
     vector: list[float] | None = None
 
 
-def load_model(run: str | Path, ckpt_path: str | Path | None = None):
+def load_model(run: str | Path, ckpt_path: str | Path | None = None, new_items: bool = True):
     """(model, datamodule, checkpoint path) of a run folder (or config file), weights loaded with
     the new-item rows fitted for them (``sicsrec fold-in``; read, never fitted here) and nothing
-    bound to any histories yet: what a benchmark that scores its own splits starts from."""
+    bound to any histories yet: what a benchmark that scores its own splits starts from.
+    ``new_items`` False: without those rows (what ``fold-in`` fits them from)."""
     from sicsrec.checkpoints import checked, read_new_items
 
     config, ckpt_path = run_files(run, ckpt_path)
@@ -100,7 +101,7 @@ def load_model(run: str | Path, ckpt_path: str | Path | None = None):
     model.bind_data(datamodule.num_items, datamodule.max_len)
     model.on_load_checkpoint(checkpoint)
     model.load_state_dict(checkpoint["state_dict"])
-    if hasattr(model, "new_item_rows"):
+    if new_items and hasattr(model, "new_item_rows"):
         model.new_item_rows = read_new_items(ckpt_path)
     return model.eval(), datamodule, ckpt_path
 
@@ -116,7 +117,7 @@ def fold_in(run: str, ckpt_path: str | None = None) -> None:
     """
     from sicsrec.checkpoints import write_new_items
 
-    model, datamodule, ckpt_path = load_model(run, ckpt_path)
+    model, datamodule, ckpt_path = load_model(run, ckpt_path, new_items=False)  # a stale file is replaced
     if not hasattr(model, "fold_in_splits"):
         raise ConfigError(f"{ckpt_path}: a {type(model).__name__} has no new-item rows to fit (stage 2 has)")
     rows = model.fold_in_splits(datamodule)

@@ -126,6 +126,16 @@ def test_run_chains_every_real_step_on_a_csv_catalogue_and_then_skips_them(tmp_p
     histories.write_text(json.dumps({"id": 1, "items": events["sku"].astype(str).tolist()[:5]}) + "\n")
     main(["recommend", "--run", str(run), "--histories", str(histories), "--out", str(tmp_path / "top.jsonl")])
     assert len(json.loads((tmp_path / "top.jsonl").read_text())["items"]) == 10
+    # a torn rows file is refused, and `sicsrec fold-in` fits the same rows again
+    rows, path = read_new_items(best), best.with_name("best.new_items.pt")
+    path.write_bytes(b"torn")
+    with pytest.raises(SystemExit):
+        main(["recommend", "--run", str(run), "--histories", str(histories)])
+    assert "not new-item rows" in capsys.readouterr().err
+    monkeypatch.undo()
+    main(["fold-in", "--run", str(run)])
+    again = read_new_items(best)
+    assert all(torch.equal(again[s][0], rows[s][0]) and torch.allclose(again[s][1], rows[s][1]) for s in rows)
 
 
 FAKE = '''#!{python}
