@@ -17,6 +17,8 @@ from sicsrec.compat import wandb_init_kwargs
 from sicsrec.errors import ConfigError, DataError, TrainingError
 from sicsrec.io import write_json_atomic
 
+CKPT_ALIASES = ("last", "best", "hpc", "registry")  # --ckpt_path names Lightning resolves itself, not files
+
 REPORT_PACKAGES = ("sicsrec", "torch", "lightning", "numpy", "transformers", "peft", "timm")
 
 # Warnings every run printed that say nothing about the run (each with why it is harmless here).
@@ -211,7 +213,7 @@ class SicsrecCLI(LightningCLI):
 
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if path is not None and path not in ("last", "best", "hpc", "registry"):
+        if path is not None and path not in CKPT_ALIASES:
             model = self.config[subcommand].get("model")
             checked(path, getattr(model, "class_path", ""), model.init_args if model is not None else None)
 
@@ -271,7 +273,7 @@ class SicsrecCLI(LightningCLI):
         from sicsrec.checkpoints import read_new_items
 
         path = self.config[self.subcommand].get("ckpt_path")
-        if hasattr(self.model, "new_item_rows") and path and path not in ("last", "best", "hpc", "registry"):
+        if hasattr(self.model, "new_item_rows") and path and path not in CKPT_ALIASES:
             self.model.new_item_rows = read_new_items(path)
 
     before_test = before_predict = _read_new_items
