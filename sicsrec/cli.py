@@ -337,9 +337,9 @@ def package_versions() -> dict[str, str]:
 def _bucket(key: str) -> str | None:
     """The warm/cold bucket, held-out group or other protocol a metric key belongs to
     (``test/cold/hr@10`` → ``cold``, ``test/recbole/hr@10`` → ``recbole``), if any."""
-    from sicsrec.evaluation import HELD_OUT_GROUPS, PROTOCOLS, TARGET_BUCKETS
+    from sicsrec.evaluation import COVER_GROUPS, HELD_OUT_GROUPS, PROTOCOLS, TARGET_BUCKETS
 
-    groups = (*TARGET_BUCKETS, *HELD_OUT_GROUPS, *PROTOCOLS)
+    groups = (*TARGET_BUCKETS, *HELD_OUT_GROUPS, *COVER_GROUPS, *PROTOCOLS)
     return next((part for part in key.split("/")[1:-1] if part in groups), None)
 
 
@@ -359,9 +359,9 @@ def metrics_rows(metrics: dict[str, float], prefix: str = "test") -> list[list]:
 def format_metrics_table(metrics: dict[str, float], prefix: str = "test") -> str:
     """HR and NDCG at each K as a small table (values ×100), then MRR; one column pair per view
     (``test/hr@10`` or, for stage 1, ``test/id/hr@10`` and ``test/content/hr@10``); then HR@10 and
-    NDCG@10 by warm/cold bucket of the target (and held-out group), with its users; then HR@10 and
+    NDCG@10 by warm/cold bucket of the target (held-out group, cover or none), with its users; then HR@10 and
     NDCG@10 under the other protocol."""
-    from sicsrec.evaluation import HELD_OUT_GROUPS, PROTOCOLS, TARGET_BUCKETS
+    from sicsrec.evaluation import COVER_GROUPS, HELD_OUT_GROUPS, PROTOCOLS, TARGET_BUCKETS
 
     buckets = {k: v for k, v in metrics.items() if _bucket(k)}
     metrics = {k: v for k, v in metrics.items() if k not in buckets}
@@ -392,7 +392,11 @@ def format_metrics_table(metrics: dict[str, float], prefix: str = "test") -> str
         + " ".join(f"{100 * metrics.get(f'{tag[v]}mrr', float('nan')):12.2f}" + " " * 14 for v in views).rstrip()
     )
     for view in views:
-        for groups, what in ((TARGET_BUCKETS, "target's training occurrences"), (HELD_OUT_GROUPS, "held-out target")):
+        for groups, what in (
+            (TARGET_BUCKETS, "target's training occurrences"),
+            (HELD_OUT_GROUPS, "held-out target"),
+            (COVER_GROUPS, "target's cover"),
+        ):
             names = [b for b in groups if f"{tag[view]}{b}/users" in buckets]
             if names:
                 cells = ", ".join(

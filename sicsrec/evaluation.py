@@ -28,6 +28,8 @@ __all__ = [
 TARGET_BUCKETS = {"cold": (0, 0), "rare": (1, 4), "warm": (5, None)}
 # Under the cold-start protocol (``cold_items``): users whose target is a held-out item, and the rest.
 HELD_OUT_GROUPS = ("held_out", "rest")
+# On a catalogue with covers: users whose target has none (its image part is masked), and the rest.
+COVER_GROUPS = ("no_cover", "cover")
 
 
 class RankingMetrics(Metric):
@@ -37,7 +39,8 @@ class RankingMetrics(Metric):
     so de-duplicating by user makes the result equal to one device's. Given each target's training
     occurrences, ``compute`` also reports HR@10, NDCG@10 and the user count per ``TARGET_BUCKETS``
     bucket (``cold/hr@10`` …; an empty bucket reports only ``cold/users = 0``); given which targets
-    are held-out items of the cold-start protocol, the same for ``held_out`` and ``rest``.
+    are held-out items of the cold-start protocol, the same for ``held_out`` and ``rest``; given which
+    targets have no cover (on a catalogue with covers), the same for ``no_cover`` and ``cover``.
 
     ``protocol`` is the headline (``hr@10`` …; what early stopping reads); the other protocol's
     metrics are reported beside it under its name (``recbole/hr@10`` under ``ninerec``), so
@@ -54,6 +57,7 @@ class RankingMetrics(Metric):
         self.add_state("other_ranks", default=[], dist_reduce_fx="cat")  # under the other protocol
         self.add_state("occurrences", default=[], dist_reduce_fx="cat")
         self.add_state("held_out", default=[], dist_reduce_fx="cat")
+        self.add_state("no_cover", default=[], dist_reduce_fx="cat")
 
     def update(
         self,
@@ -63,6 +67,7 @@ class RankingMetrics(Metric):
         history: torch.Tensor | None = None,
         occurrences: torch.Tensor | None = None,
         held_out: torch.Tensor | None = None,
+        no_cover: torch.Tensor | None = None,
     ) -> None:
         unmasked = target_ranks(scores, targets)
         masked = masked_ranks(scores, targets, history, unmasked) if history is not None else None
@@ -71,27 +76,28 @@ class RankingMetrics(Metric):
         self.other_ranks.append(unmasked if self.protocol == "ninerec" or masked is None else masked)
         self.occurrences.append(torch.full_like(users, -1) if occurrences is None else occurrences)
         self.held_out.append(torch.full_like(users, -1) if held_out is None else held_out)
+        self.no_cover.append(torch.full_like(users, -1) if no_cover is None else no_cover)
 
     def update_batch(self, batch: dict, scores: torch.Tensor) -> None:
         """``update`` with an evaluation batch's own fields (``collate_eval``)."""
-        given = batch.get("occurrences"), batch.get("held_out")
+        given = batch.get("occurrences"), batch.get("held_out"), batch.get("no_cover")
         self.update(batch["user"], scores, batch["target"], batch["history"], *given)
 
-    def unique_ranks(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def unique_ranks(self) -> tuple[torch.Tensor, ...]:
         """Each user's rank once, its target's training occurrences, whether the target is a
-        held-out item (-1: not given) and its rank under the other protocol."""
-        users, ranks, occurrences, held_out, other = (
+        held-out item and whether it has no cover (-1: not given), and its rank under the other protocol."""
+        users, ranks, occurrences, held_out, no_cover, other = (
             torch.cat(s) if isinstance(s, list) else s
-            for s in (self.users, self.ranks, self.occurrences, self.held_out, self.other_ranks)
+            for s in (self.users, self.ranks, self.occurrences, self.held_out, self.no_cover, self.other_ranks)
         )
         order = torch.argsort(users, stable=True)
         users = users[order]
         first = torch.ones_like(users, dtype=torch.bool)
         first[1:] = users[1:] != users[:-1]
-        return ranks[order][first], occurrences[order][first], held_out[order][first], other[order][first]
+        return tuple(t[order][first] for t in (ranks, occurrences, held_out, no_cover, other))
 
     def compute(self) -> dict[str, float]:
-        ranks, occurrences, held_out, other = self.unique_ranks()
+        ranks, occurrences, held_out, no_cover, other = self.unique_ranks()
         out = {**metrics_from_ranks(ranks, self.ks), "users": float(ranks.numel())}
         other_protocol = next(p for p in PROTOCOLS if p != self.protocol)
         out.update({f"{other_protocol}/{k}": v for k, v in metrics_from_ranks(other, self.ks).items()})
@@ -101,6 +107,8 @@ class RankingMetrics(Metric):
                 groups[name] = (occurrences >= low) & (occurrences <= (high if high is not None else occurrences.max()))
         if len(held_out) and bool((held_out >= 0).all()):
             groups.update(held_out=held_out == 1, rest=held_out == 0)
+        if len(no_cover) and bool((no_cover >= 0).all()):
+            groups.update(no_cover=no_cover == 1, cover=no_cover == 0)
         for name, inside in groups.items():
             out[f"{name}/users"] = float(inside.sum())
             if inside.any():

@@ -21,7 +21,7 @@ import re
 import statistics
 from pathlib import Path
 
-from sicsrec.evaluation import HELD_OUT_GROUPS, PROTOCOLS, TARGET_BUCKETS
+from sicsrec.evaluation import COVER_GROUPS, HELD_OUT_GROUPS, PROTOCOLS, TARGET_BUCKETS
 from sicsrec.io import atomic_path
 
 KS = (5, 10, 20)
@@ -34,7 +34,7 @@ BUCKETS = tuple(TARGET_BUCKETS)  # cold 0, rare 1–4, warm ≥ 5 training occur
 
 def _views(report: dict) -> list[str]:
     views = {k.split("/")[1] for k in report if k.startswith("test/") and k.count("/") == 2}
-    views -= {*BUCKETS, *HELD_OUT_GROUPS, *PROTOCOLS}
+    views -= {*BUCKETS, *HELD_OUT_GROUPS, *COVER_GROUPS, *PROTOCOLS}
     return sorted(views) or [""]
 
 
@@ -76,7 +76,7 @@ def collect(folders: list[Path]) -> dict[str, dict]:
                 group["runs"].append(int(match.group(2)))
                 group["commits"].append(report.get("git_commit"))
                 group["protocol"] = group["protocol"] or report.get("protocol") or _protocol(report)
-                bucket_keys = [f"{b}/{m}" for b in BUCKETS for m in ("hr@10", "ndcg@10", "users")]
+                bucket_keys = [f"{b}/{m}" for b in (*BUCKETS, "no_cover") for m in ("hr@10", "ndcg@10", "users")]
                 other_keys = [f"{p}/{m}" for p in PROTOCOLS for m in ("hr@10", "ndcg@10")]
                 for key in [f"hr@{k}" for k in KS] + [f"ndcg@{k}" for k in KS] + ["mrr"] + bucket_keys + other_keys:
                     if tag + key in report:
@@ -132,7 +132,7 @@ def _cell(g: dict, metric: str) -> str:
     """Mean ± std ×100; a metric that fewer runs than the group's recorded says over how many."""
     values = g["metrics"].get(metric, [])
     mean, std = _mean_std(values)
-    cell = f"{100 * mean:.2f} ± {100 * std:.2f}" if len(g["runs"]) > 1 else f"{100 * mean:.2f}"
+    cell = f"{100 * mean:.2f} ± {100 * std:.2f}" if len(values) > 1 else f"{100 * mean:.2f}"
     return cell + (f" ({len(values)} of {len(g['runs'])} runs)" if 0 < len(values) < len(g["runs"]) else "")
 
 
@@ -212,26 +212,31 @@ def json_rows(groups: dict[str, dict]) -> list[dict]:
 
 
 def bucket_table(groups: dict[str, dict]) -> str:
-    """HR@10 / NDCG@10 by the test target's training occurrences (cold 0, rare 1–4, warm ≥ 5)."""
+    """HR@10 / NDCG@10 by the test target's training occurrences (cold 0, rare 1–4, warm ≥ 5), and
+    for targets without a cover where the catalogue has covers."""
     shown = {n: g for n, g in groups.items() if "cold/users" in g["metrics"]}
     if not shown:
         return ""
-    head = " | ".join(f"{b} HR@10 | {b} NDCG@10" for b in BUCKETS)
+    buckets = BUCKETS + (("no_cover",) if any("no_cover/users" in g["metrics"] for g in shown.values()) else ())
+    head = " | ".join(f"{b} HR@10 | {b} NDCG@10" for b in buckets)
     lines = [
         "Test targets by their occurrences in all users' training parts "
-        "(cold: 0, rare: 1–4, warm: ≥ 5; users per bucket in brackets):",
+        "(cold: 0, rare: 1–4, warm: ≥ 5; users per bucket in brackets)"
+        + (", and targets without a cover (no_cover)" if "no_cover" in buckets else "")
+        + ":",
         "",
         f"| run | seeds | {head} |",
-        "|---|---|" + "---:|" * (2 * len(BUCKETS)),
+        "|---|---|" + "---:|" * (2 * len(buckets)),
     ]
     for name, g in shown.items():
         cells = []
-        for b in BUCKETS:
+        for b in buckets:
+            if f"{b}/users" not in g["metrics"]:
+                cells += ["–", "–"]
+                continue
             users = _mean_std(g["metrics"][f"{b}/users"])[0]
             for m in ("hr@10", "ndcg@10"):
-                mean, std = _mean_std(g["metrics"].get(f"{b}/{m}", []))
-                value = f"{100 * mean:.2f} ± {100 * std:.2f}" if len(g["runs"]) > 1 else f"{100 * mean:.2f}"
-                cells.append(value + (f" [{users:.0f}]" if m == "hr@10" else ""))
+                cells.append(_cell(g, f"{b}/{m}") + (f" [{users:.0f}]" if m == "hr@10" else ""))
         lines.append(f"| {name} | {', '.join(map(str, g['runs']))} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

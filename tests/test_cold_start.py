@@ -39,9 +39,9 @@ def test_held_out_items_never_reach_training_and_stay_in_evaluation(generated):
     for cut, split in ((2, "valid"), (1, "test")):
         samples = dm.eval_samples(split)
         assert len(samples) == len(dm.sequences)  # users whose training part emptied keep their rows
-        for (_, _, target, history, _, held_out), s in zip(samples, dm.sequences):
-            assert np.array_equal(history, s[: len(s) - cut])  # inputs keep held-out items
-            assert held_out == int(target in held)
+        for sample, s in zip(samples, dm.sequences):
+            assert np.array_equal(sample.history, s[: len(s) - cut])  # inputs keep held-out items
+            assert sample.held_out == int(sample.target in held)
     assert any(s[-1] in held for s in dm.sequences)  # the test below has users in both groups
 
 

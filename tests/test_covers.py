@@ -71,3 +71,26 @@ def test_an_item_without_a_cover_keeps_its_content_vector_whatever_the_other_cov
         {"text": text, "image": image}, {**masks, "image": torch.zeros(7, dtype=torch.bool)}
     )
     torch.testing.assert_close(vectors[3], text_only[3])  # its vector is its title's alone
+
+
+def test_targets_without_a_cover_are_reported_as_a_group_of_their_own(tmp_path):
+    from sicsrec.data import SequenceDataModule
+    from sicsrec.evaluation import evaluate
+
+    covers = [f"covers/{i}.jpg" for i in range(6)]
+    covers[4] = ""  # m4, every user's validation target, has no picture; m5, the test target, has one
+    root = catalogue(tmp_path / "shop", covers)
+    dm = SequenceDataModule(str(root), CatalogueFormat(image_column="cover"), cache_dir=str(tmp_path / "cache"))
+    dm.setup("test")
+
+    def first_scorer(batch):  # ranks item 1 first: every target misses the top 1, hits the top 10
+        return -torch.arange(dm.num_items + 1, dtype=torch.float).expand(len(batch["user"]), -1)
+
+    valid = evaluate(first_scorer, dm.val_dataloader(), protocol="recbole")
+    test = evaluate(first_scorer, dm.test_dataloader(), protocol="recbole")
+    assert (valid["no_cover/users"], valid["cover/users"]) == (3, 0)
+    assert (test["no_cover/users"], test["cover/users"]) == (0, 3)
+    assert valid["no_cover/hr@10"] == valid["hr@10"] == 1.0 and "no_cover/hr@10" not in test
+    without = SequenceDataModule(str(root), CatalogueFormat(), cache_dir=str(tmp_path / "cache"))
+    without.setup("test")  # the same catalogue read without its covers: no cover groups
+    assert not any(k.startswith(("no_cover/", "cover/")) for k in evaluate(first_scorer, without.test_dataloader()))

@@ -141,3 +141,25 @@ def test_a_tuned_grid_reports_its_pick_and_the_parity_baseline_and_divides_by_th
     assert hr10[("gen/id tuned", "recbole")]["mean"] == 0.3 and hr10[("gen/id tuned", "recbole")]["seeds"] == [1, 2]
     assert hr10[("gen/id RecBole parity", "ninerec")]["mean"] == 0.25
     assert hr10[("gen/id tuned", "ninerec")]["commit"] == ["c1"]
+
+
+def test_report_adds_targets_without_a_cover_where_a_run_has_them(tmp_path):
+    stage2 = tmp_path / "runs" / "gen" / "stage2"
+    for name, no_cover in (("seed1", 0.05), ("seed2", 0.07), ("seed3", None), ("text-seed1", None)):
+        fake_run(stage2, name, int(name[-1]), 0.1, 0.2)
+        path = stage2 / name / "metrics.json"
+        report = json.loads(path.read_text())
+        groups = [("cold", 0.02, 50), ("rare", 0.1, 150), ("warm", 0.3, 400)]
+        groups += [("no_cover", no_cover, 30), ("cover", 0.25, 570)] if no_cover is not None else []
+        for group, hr, users in groups:
+            report.update({f"test/{group}/hr@10": hr, f"test/{group}/ndcg@10": hr / 2, f"test/{group}/users": users})
+        path.write_text(json.dumps(report))
+    out = tmp_path / "results.md"
+    main(["report", str(stage2), "--out", str(out), "--figures", str(tmp_path / "fig"), "--title", "T"])
+    lines = out.read_text().splitlines()
+    assert any(line.startswith("| run | seeds | cold HR@10") and line.endswith("no_cover NDCG@10 |") for line in lines)
+    rows = {line.split("|")[1].strip(): line for line in lines if line.startswith("| gen/stage2")}
+    assert len(rows) == 2  # cover groups are not views either
+    cells = [c.strip() for c in rows["gen/stage2"].strip("|").split("|")]
+    assert cells[-2:] == ["6.00 ± 1.41 (2 of 3 runs) [30]", "3.00 ± 0.71 (2 of 3 runs)"]  # seed 3 has none
+    assert [c.strip() for c in rows["gen/stage2 text"].strip("|").split("|")][-2:] == ["–", "–"]

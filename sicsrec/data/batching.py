@@ -8,7 +8,7 @@ exactly (one sample per prefix, loss at its last position). Target 0 means "no l
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -16,6 +16,18 @@ import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
 
 TrainTargets = Literal["all_positions", "prefixes"]
+
+
+class EvalSample(NamedTuple):
+    """One user's evaluation row; the last three say which reported groups the target falls in."""
+
+    user: int  # the user's index (``predict``/``recommend``: the history's index)
+    input: np.ndarray  # the last ``max_len`` items before the target: the model input
+    target: int  # 0: none (``predict``)
+    history: np.ndarray  # every item before the target: what the masked protocol removes
+    occurrences: int  # the target's occurrences in all users' training parts (cold / rare / warm)
+    held_out: int = -1  # a held-out item of the cold-start protocol: 1 or 0; -1 when it is off
+    no_cover: int = -1  # the target has no cover: 1 or 0; -1 when the catalogue has no covers
 
 
 def training_samples(
@@ -106,16 +118,13 @@ def as_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return batch
 
 
-def collate_eval(samples) -> dict[str, torch.Tensor]:
-    """Eval samples are (user index, input, target, full history before the target, the target's
-    occurrences in the training parts, whether it is a held-out item of the cold-start protocol)."""
+def collate_eval(samples: list[EvalSample]) -> dict[str, torch.Tensor]:
+    """``EvalSample``s → a batch of their fields (``input`` and ``history`` padded)."""
     return {
-        "user": torch.tensor([s[0] for s in samples], dtype=torch.long),
-        "input": pad([s[1] for s in samples]),
-        "target": torch.tensor([s[2] for s in samples], dtype=torch.long),
-        "history": pad([s[3] for s in samples]),
-        "occurrences": torch.tensor([s[4] for s in samples], dtype=torch.long),
-        "held_out": torch.tensor([s[5] for s in samples], dtype=torch.long),
+        name: pad([getattr(s, name) for s in samples])
+        if name in ("input", "history")
+        else torch.tensor([getattr(s, name) for s in samples], dtype=torch.long)
+        for name in EvalSample._fields
     }
 
 

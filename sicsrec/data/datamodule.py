@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from sicsrec.compat import batches_done, distributed_sampler_requested
 from sicsrec.data.batching import (
+    EvalSample,
     LengthGroupedBatchSampler,
     SampleDataset,
     TrainingBatches,
@@ -164,10 +165,8 @@ class SequenceDataModule(L.LightningDataModule):
     def train_parts(self) -> list[np.ndarray]:
         return without_items([s[:-2] for s in self.sequences], self.held_out_items)
 
-    def eval_samples(self, split: str) -> list:
-        """One sample per user: (user, last ``max_len`` items before the target, target, history,
-        the target's number of occurrences in all users' training parts — what makes it warm or cold —,
-        and whether the target is a held-out item of the cold-start protocol: 1 or 0; -1 when it is off).
+    def eval_samples(self, split: str) -> list[EvalSample]:
+        """One sample per user: the target is the last item (test) or the one before (valid).
 
         ``predict`` uses the whole sequence as history (target 0: there is none).
         """
@@ -176,24 +175,27 @@ class SequenceDataModule(L.LightningDataModule):
         cut = 2 if split == "valid" else 1
         occurrences = self.train_item_counts().numpy()
         held = set(self.held_out_items.tolist())
+        images = self.data.images if self.data.images and any(p is not None for p in self.data.images) else None
         out = []
         for user, s in enumerate(self.sequences):
             history, target = s[: len(s) - cut], int(s[len(s) - cut])
             held_out = int(target in held) if self.cold_items > 0 else -1
-            out.append((user, history[-self.max_len :], target, history, int(occurrences[target]), held_out))
+            no_cover = int(images[target - 1] is None) if images else -1
+            inputs = history[-self.max_len :]
+            out.append(EvalSample(user, inputs, target, history, int(occurrences[target]), held_out, no_cover))
         return out
 
     def split_histories(self, split: str) -> list[np.ndarray]:
         """Every user's history before the split's target (``predict``: the whole sequence): the
         histories a split ranks together — never a target of that split."""
         built = getattr(self, f"{split}_set", None)
-        return [s[3] for s in (built.samples if built is not None else self.eval_samples(split))]
+        return [s.history for s in (built.samples if built is not None else self.eval_samples(split))]
 
-    def history_samples(self, histories: list[np.ndarray]) -> list:
+    def history_samples(self, histories: list[np.ndarray]) -> list[EvalSample]:
         """Samples that ask for the next item after each whole history (internal ids): its last
         ``max_len`` items are the model input, all of them the seen items. ``predict`` and
         ``recommend`` both rank from these."""
-        return [(key, h[-self.max_len :], 0, h, 0, -1) for key, h in enumerate(histories)]
+        return [EvalSample(key, h[-self.max_len :], 0, h, 0) for key, h in enumerate(histories)]
 
     def history_loader(self, histories: list[np.ndarray]) -> DataLoader:
         """``predict``'s loader over any histories; each batch's ``user`` is the history's index."""
@@ -227,7 +229,7 @@ class SequenceDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: SampleDataset | TrainingBatches, batch_size: int, shuffle: bool, collate) -> DataLoader:
         if collate is collate_eval:
-            lengths, sizes = [len(s[1]) for s in dataset.samples], None
+            lengths, sizes = [len(s.input) for s in dataset.samples], None
         else:
             lengths, sizes = dataset.lengths, dataset.sizes
         sampler = LengthGroupedBatchSampler(lengths, batch_size, shuffle, self.resolved_seed, sizes)
