@@ -44,10 +44,11 @@ def test_leave_one_out_split():
     seq = dm.sequences[0]
     user, inp, target, history, *_ = dm.valid_set[0]
     assert user == 0 and target == seq[-2] and list(history) == list(seq[:-2]) and list(inp) == list(seq[:-2][-3:])
-    _, inp, target, history, occurrences, held_out = dm.test_set[0]
-    assert held_out == -1  # the cold-start protocol is off
-    assert target == seq[-1] and list(history) == list(seq[:-1]) and list(inp) == list(seq[:-1][-3:])
-    assert occurrences == sum(int((s[:-2] == target).sum()) for s in dm.sequences)  # in all training parts
+    test = dm.test_set[0]
+    assert test.held_out == -1 and test.no_cover == -1  # the cold-start protocol is off; the set has no covers
+    assert test.target == seq[-1] and list(test.history) == list(seq[:-1]) and list(test.input) == list(seq[:-1][-3:])
+    # its occurrences are counted in all training parts
+    assert test.occurrences == sum(int((s[:-2] == test.target).sum()) for s in dm.sequences)
     # every training target comes from training parts only
     n_targets = sum(int((s[1] > 0).sum()) for s in dm.train_set.samples)
     assert n_targets == sum(max(0, len(s) - 3) for s in dm.sequences)
