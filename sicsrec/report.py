@@ -82,6 +82,8 @@ def collect(folders: list[Path]) -> dict[str, dict]:
                     if tag + key in report:
                         group["metrics"].setdefault(key, []).append(report[tag + key])
                 group["metrics"].setdefault("epochs", []).append(report.get("epochs"))
+                if report.get("best_valid") is not None:  # what choices read: the checkpoint's monitor
+                    group["metrics"].setdefault("best_valid", []).append(report["best_valid"])
                 group["curves"].append(validation_curve(path.parent / "metrics.csv", view))
     return groups
 
@@ -131,20 +133,24 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def _cell(g: dict, metric: str) -> str:
     """Mean ± std ×100; a metric that fewer runs than the group's recorded says over how many."""
     values = g["metrics"].get(metric, [])
+    if not any(v is not None for v in values):
+        return "–"
     mean, std = _mean_std(values)
     cell = f"{100 * mean:.2f} ± {100 * std:.2f}" if len(values) > 1 else f"{100 * mean:.2f}"
     return cell + (f" ({len(values)} of {len(g['runs'])} runs)" if 0 < len(values) < len(g["runs"]) else "")
 
 
 def table(groups: dict[str, dict]) -> str:
-    """Metrics at every K under the headline protocol; HR@10 / NDCG@10 under the other; the ratios
+    """Metrics at every K under the headline protocol; the best validation score (the checkpoint's
+    monitor: what every setting is chosen on); HR@10 / NDCG@10 under the other protocol; the ratios
     to the same dataset's tuned ID encoder (when a ``tune.json`` names it)."""
     cols = [f"hr@{k}" for k in KS] + [f"ndcg@{k}" for k in KS] + ["mrr"]
     tuned = _tuned(groups)
     lines = [
-        "| run | seeds | protocol | " + " | ".join(c.upper() for c in cols) + " | epochs | other protocol HR@10 / "
-        "NDCG@10 | × tuned ID encoder HR@10 / NDCG@10 |",
-        "|---|---|---|" + "---:|" * (len(cols) + 3),
+        "| run | seeds | protocol | "
+        + " | ".join(c.upper() for c in cols)
+        + " | epochs | validation | other protocol HR@10 / NDCG@10 | × tuned ID encoder HR@10 / NDCG@10 |",
+        "|---|---|---|" + "---:|" * (len(cols) + 4),
     ]
     for name, g in groups.items():
         cells = [_cell(g, c) for c in cols]
@@ -155,7 +161,7 @@ def table(groups: dict[str, dict]) -> str:
         lines.append(
             f"| {name} | {', '.join(map(str, g['runs']))} | {g['protocol'] or '–'} | "
             + " | ".join(cells)
-            + f" | {epochs:.0f} | {other_cell} | {ratio} |"
+            + f" | {epochs:.0f} | {_cell(g, 'best_valid')} | {other_cell} | {ratio} |"
         )
     return "\n".join(lines)
 

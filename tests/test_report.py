@@ -10,7 +10,7 @@ from sicsrec.cli import main
 def fake_run(folder, name, seed, ndcg10, hr10, views=("",)):
     run = folder / name
     run.mkdir(parents=True)
-    report = {"seed": seed, "epochs": 3, "dataset": "Gen"}
+    report = {"seed": seed, "epochs": 3, "dataset": "Gen", "best_valid": hr10 + 0.01}
     rows = ["epoch,step," + ",".join(f"valid/{v + '/' if v else ''}hr@10" for v in views)]
     for view in views:
         tag = f"test/{view}/" if view else "test/"
@@ -46,6 +46,11 @@ def test_report_tables_mean_and_std_over_seeds_and_replaces_its_block(tmp_path, 
     text = out.read_text()
     mean, std = 100 * statistics.mean(values.values()), 100 * statistics.stdev(values.values())
     assert "| gen/stage2 | 2024, 2025, 2026 |" in text and f"{mean:.2f} ± {std:.2f}" in text
+    row = next(line for line in text.splitlines() if line.startswith("| gen/stage2 |"))
+    header = next(line for line in text.splitlines() if line.startswith("| run | seeds | protocol |"))
+    cells = dict(zip(header.split("|"), row.split("|")))
+    valid = [100 * (2 * v + 0.01) for v in values.values()]  # the best validation score, never a test one
+    assert cells[" validation "].strip() == f"{statistics.mean(valid):.2f} ± {statistics.stdev(valid):.2f}"
     assert "| gen/stage2 no_decoder | 2024 |" in text
     assert "| gen/stage1 (id encoder) | 2024 |" in text and "| gen/stage1 (content encoder) | 2024 |" in text
     assert text.startswith("# Results\n\nnarrative kept\n")
