@@ -335,7 +335,7 @@ def package_versions() -> dict[str, str]:
 
 
 def _bucket(key: str) -> str | None:
-    """The warm/cold bucket, held-out group or other protocol a metric key belongs to
+    """The warm/cold bucket, held-out or cover group, or other protocol a metric key belongs to
     (``test/cold/hr@10`` → ``cold``, ``test/recbole/hr@10`` → ``recbole``), if any."""
     from sicsrec.evaluation import COVER_GROUPS, HELD_OUT_GROUPS, PROTOCOLS, TARGET_BUCKETS
 
