@@ -30,6 +30,7 @@ COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e
 
 
 BUCKETS = tuple(TARGET_BUCKETS)  # cold 0, rare 1–4, warm ≥ 5 training occurrences
+NO_COVER = COVER_GROUPS[0]  # targets without a cover, on catalogues with covers
 
 
 def _views(report: dict) -> list[str]:
@@ -76,7 +77,7 @@ def collect(folders: list[Path]) -> dict[str, dict]:
                 group["runs"].append(int(match.group(2)))
                 group["commits"].append(report.get("git_commit"))
                 group["protocol"] = group["protocol"] or report.get("protocol") or _protocol(report)
-                bucket_keys = [f"{b}/{m}" for b in (*BUCKETS, "no_cover") for m in ("hr@10", "ndcg@10", "users")]
+                bucket_keys = [f"{b}/{m}" for b in (*BUCKETS, NO_COVER) for m in ("hr@10", "ndcg@10", "users")]
                 other_keys = [f"{p}/{m}" for p in PROTOCOLS for m in ("hr@10", "ndcg@10")]
                 for key in [f"hr@{k}" for k in KS] + [f"ndcg@{k}" for k in KS] + ["mrr"] + bucket_keys + other_keys:
                     if tag + key in report:
@@ -223,12 +224,12 @@ def bucket_table(groups: dict[str, dict]) -> str:
     shown = {n: g for n, g in groups.items() if "cold/users" in g["metrics"]}
     if not shown:
         return ""
-    buckets = BUCKETS + (("no_cover",) if any("no_cover/users" in g["metrics"] for g in shown.values()) else ())
+    buckets = BUCKETS + ((NO_COVER,) if any(f"{NO_COVER}/users" in g["metrics"] for g in shown.values()) else ())
     head = " | ".join(f"{b} HR@10 | {b} NDCG@10" for b in buckets)
     lines = [
         "Test targets by their occurrences in all users' training parts "
         "(cold: 0, rare: 1–4, warm: ≥ 5; users per bucket in brackets)"
-        + (", and targets without a cover (no_cover)" if "no_cover" in buckets else "")
+        + (f", and targets without a cover ({NO_COVER})" if NO_COVER in buckets else "")
         + ":",
         "",
         f"| run | seeds | {head} |",
