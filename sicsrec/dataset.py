@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from sicsrec.data.features import MODALITIES
 from sicsrec.errors import ConfigError
 
 PLACEHOLDER = re.compile(r"\{(run|seed|version|dataset)\}")
@@ -44,6 +45,10 @@ class DatasetFile:
     text_column: the title language the content steps read (``en``, ``zh``, or a catalogue's own).
     protocol: evaluation protocol: ``recbole`` (history not masked) or ``ninerec`` (masked).
     cold_items, cold_seed: the cold-start protocol (``SequenceDataModule``), for every step.
+    modalities: the content the recommender's item vectors carry (``[text]``, ``[image]`` or
+        both); null: every one the catalogue has. The content steps (pairs, alignment, features)
+        still use every modality the catalogue has: the text-image pairs align the text encoder
+        too, and an ablation of another modality reuses their outputs.
     runs: the run folder, if not ``runs/<name>``.
     """
 
@@ -55,6 +60,7 @@ class DatasetFile:
     protocol: str = "recbole"
     cold_items: float = 0.0
     cold_seed: int = 0
+    modalities: list[str] | None = None
     runs: str | None = None
 
     @classmethod
@@ -82,6 +88,14 @@ class DatasetFile:
             raise ConfigError(f"{path}: name {values['name']!r}: letters, digits, '_', '.', '-' only (a folder name)")
         if values.get("protocol", "recbole") not in ("recbole", "ninerec"):
             raise ConfigError(f"{path}: protocol {values['protocol']!r}: expected recbole or ninerec")
+        modalities = values.get("modalities")
+        if modalities is not None and (
+            not isinstance(modalities, list)
+            or not modalities
+            or len(set(modalities)) != len(modalities)
+            or not set(modalities) <= set(MODALITIES)
+        ):
+            raise ConfigError(f"{path}: modalities {modalities!r}: expected a list of {' and '.join(MODALITIES)}")
         return cls(path=path, **{k: values[k] for k in values})
 
     @property
@@ -130,8 +144,9 @@ class DatasetFile:
 
     def facts(self) -> dict:
         """What a step that reads the data takes from this file: root and text column, and the
-        reader and cold-start protocol when they are set."""
+        reader, cold-start protocol and the recommender's modalities when they are set."""
         given = {"reader": self.reader, "cold_items": self.cold_items, "cold_seed": self.cold_seed}
+        given["modalities"] = self.modalities
         return {"root": self.root, "text_column": self.text_column, **{k: v for k, v in given.items() if v}}
 
 

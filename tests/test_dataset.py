@@ -4,14 +4,17 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from sicsrec.chain import Chain
 from sicsrec.cli import main
+from sicsrec.content.encoders import ImageEncoder, TextEncoder
 from sicsrec.content.featurize import featurize
 from sicsrec.content.pairs import run_pairs
 from sicsrec.dataset import DatasetFile
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY_TEXT_ENCODER
+from tests.test_covers import catalogue
 
 DATA = REPO / "configs" / "data"
 
@@ -75,6 +78,8 @@ def test_variant_and_seed_name_a_hand_runs_folder(capsys, monkeypatch):
         ("name: my shop\nroot: data/x\n", "name 'my shop': letters, digits"),
         ("name: x\nroot: data/x\nprotocol: sampled\n", "protocol 'sampled': expected recbole or ninerec"),
         ("name: x\nroot: [data\n", "not valid YAML"),
+        ("name: x\nroot: data/x\nmodalities: [txt]\n", "modalities ['txt']: expected a list of text and image"),
+        ("name: x\nroot: data/x\nmodalities: text\n", "modalities 'text': expected a list of text and image"),
     ],
 )
 def test_a_bad_data_file_is_one_line(tmp_path, capsys, text, message):
@@ -106,3 +111,37 @@ def test_the_cold_start_protocol_of_a_data_file_reaches_every_step_that_reads_in
         assert {k: config["data"]["init_args"][k] for k in protocol} == protocol
     assert "cold_items" not in chain.content_config("features")  # every item is encoded: content is never held out
     assert chain.run_dir("stage1", 1) == Path("runs/food_cold/stage1/seed1")  # its own run folder
+
+
+def test_a_data_files_modalities_are_what_the_recommender_reads_while_the_content_steps_keep_every_one(tmp_path):
+    """`modalities: [text]` on a catalogue with covers: stage 1 and 2 train no image path (its features
+    are not even read), pairs, alignment and features still see the covers, and a variant's override wins."""
+    root = catalogue(tmp_path / "shop", [f"covers/{i}.jpg" for i in range(6)])
+    runs, steps = tmp_path / "runs", tmp_path / "steps"
+    text, image = TextEncoder(**TINY_TEXT_ENCODER), ImageEncoder(random_init=True, image_size=32)
+    manifest = featurize(str(root), text=text, image=image, out=str(runs / "features"), cache_dir=str(tmp_path))
+    assert manifest["image"]["items_with_features"] == 6
+    data_file = tmp_path / "shop.yaml"
+    data_file.write_text(yaml.safe_dump({"name": "shop", "root": str(root), "runs": str(runs), "modalities": ["text"]}))
+    steps.mkdir()
+    small = {
+        "trainer": {"max_epochs": 1, "enable_progress_bar": False, "enable_model_summary": False,
+                    "logger": [{"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {}}]},
+        "model": {"init_args": {"hidden_size": 16, "inner_size": 16, "num_layers": 1}},
+    }  # fmt: skip
+    for step in ("pairs", "align", "features", "stage1", "stage2"):
+        (steps / f"{step}.yaml").write_text(yaml.safe_dump({"base": str(REPO / "configs" / f"{step}.yaml"), **small}))
+    chain = Chain(data_file, steps, python=None)
+    for step in ("stage1", "stage2"):
+        assert chain.stage_config(step, 1)["data"]["init_args"]["modalities"] == ["text"]
+    align = chain.content_config("align")
+    assert "modalities" not in align["data"]["init_args"] and align["model"]["init_args"]["image"] is not None
+    assert "modalities" not in chain.content_config("pairs") and "modalities" not in chain.content_config("features")
+    ablation = Chain(data_file, steps, "image_only", {"stage1": ["data.init_args.modalities=[image]"]})
+    assert ablation.stage_config("stage1", 1)["data"]["init_args"]["modalities"] == ["image"]
+
+    chain.fit("stage1", 1, None)
+    trained = torch.load(runs / "stage1" / "seed1" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert trained["hyper_parameters"]["feature_dims"] == {"text": 32}
+    weights = list(trained["state_dict"])
+    assert any(".projections.text." in k for k in weights) and not any("image" in k for k in weights), weights

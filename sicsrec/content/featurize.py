@@ -10,6 +10,7 @@ import torch
 
 from sicsrec.content.encoders import ImageEncoder, TextEncoder, weights_digest
 from sicsrec.data.features import (
+    MODALITIES,
     ItemFeatures,
     cached_features,
     compute_features,
@@ -174,7 +175,7 @@ def featurize(
         f"features of {data.num_items} items: "
         + ", ".join(
             f"{m} dim {manifest[m]['dim']} ({manifest[m]['items_with_features']} items)"
-            for m in ("text", "image")
+            for m in MODALITIES
             if m in manifest
         )
         + f"; manifest {Path(out) / 'features.json'}"

@@ -108,7 +108,7 @@ class SequenceDataModule(L.LightningDataModule):
         """Cached item features per modality (rows = internal item ids) and their presence masks."""
         import json
 
-        from sicsrec.data.features import load_features
+        from sicsrec.data.features import MODALITIES, load_features
         from sicsrec.errors import ConfigError, DataError
 
         if self.features_manifest is None:
@@ -124,12 +124,12 @@ class SequenceDataModule(L.LightningDataModule):
                 f"{path} was computed for another dataset or preparation "
                 f"({manifest.get('dataset')}, key {str(manifest.get('data_key'))[:12]}); rerun features"
             )
-        names = self.modalities or [m for m in ("text", "image") if m in manifest]
+        names = self.modalities or [m for m in MODALITIES if m in manifest]
         values, masks = {}, {}
         for name in names:
             if name not in manifest:
                 raise ConfigError(
-                    f"{path} has no {name!r} features (it has: {[m for m in ('text', 'image') if m in manifest]})"
+                    f"{path} has no {name!r} features (it has: {[m for m in MODALITIES if m in manifest]})"
                 )
             found = load_features(Path(manifest[name]["path"]))
             if found is None or found.meta.get("key") != manifest[name]["key"]:

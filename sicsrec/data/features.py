@@ -23,6 +23,7 @@ from sicsrec.io import atomic_path, cache_root, write_json_atomic
 
 log = logging.getLogger(__name__)
 FEATURE_VERSION = 1
+MODALITIES = ("text", "image")  # the content an item can carry, in the order features are listed
 
 
 @dataclass
