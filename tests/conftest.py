@@ -86,3 +86,15 @@ def features(generated, tmp_path_factory) -> Path:
     text = TextEncoder(**TINY_TEXT_ENCODER)
     featurize(str(generated), text=text, out=str(out))
     return out / "features.json"
+
+
+@pytest.fixture
+def forbid_fold_in(monkeypatch):
+    """Call it, and from then on fitting new-item rows fails the test: what test, predict and
+    serving must never do (the fit writes them once, beside its checkpoint)."""
+    import sicsrec.modules.stage2 as stage2_module
+
+    def fitted(*args, **kwargs):
+        raise AssertionError("new-item rows fitted at test or load time")
+
+    return lambda: monkeypatch.setattr(stage2_module, "fold_in", fitted)

@@ -59,7 +59,9 @@ runs: {runs}
 
 
 @pytest.mark.slow
-def test_run_chains_every_real_step_on_a_csv_catalogue_and_then_skips_them(tmp_path, generated, capsys, monkeypatch):
+def test_run_chains_every_real_step_on_a_csv_catalogue_and_then_skips_them(
+    tmp_path, generated, capsys, monkeypatch, forbid_fold_in
+):
     """A new dataset from a CSV catalogue is one data file and one command: each step as a user
     would run it, in its own process — pairs → align → features → stage 1 → stage 2."""
     import pandas as pd
@@ -105,17 +107,13 @@ def test_run_chains_every_real_step_on_a_csv_catalogue_and_then_skips_them(tmp_p
 
     # the new-item rows were fitted once, after the fit, beside its checkpoint: test and recommend
     # read them and fit nothing, and test gives the fit's numbers again
-    import sicsrec.modules.stage2 as stage2_module
     from sicsrec.checkpoints import read_new_items
 
     fitted = json.loads(results[1].read_text())
     best = Path(fitted["best_checkpoint"])
     assert fitted["fold_in_seconds"] is not None and set(read_new_items(best)) == {"test", "predict"}
 
-    def no_fitting(*args, **kwargs):
-        raise AssertionError("fitted at test or load time")
-
-    monkeypatch.setattr(stage2_module, "fold_in", no_fitting)
+    forbid_fold_in()
     run = runs / "stage2" / "seed1"
     main(["test", "--config", str(run / "config.yaml"), "--ckpt_path", str(best)])
     tested = json.loads((runs / "stage2" / "seed1-test" / "metrics.json").read_text())

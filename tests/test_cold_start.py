@@ -308,7 +308,7 @@ def test_evaluation_ranks_with_a_chain_of_its_own_split_s_inputs_never_of_its_ta
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 def test_rows_are_fitted_once_for_the_new_items_a_split_s_last_step_leads_to_and_test_only_reads_them(
-    generated, features, tmp_path, monkeypatch
+    generated, features, forbid_fold_in
 ):
     """``fold_in_splits`` fits a row for each never-seen item that some test input ends with (a
     validation item), from those inputs only, and for the predict split from the whole sequences;
@@ -317,7 +317,6 @@ def test_rows_are_fitted_once_for_the_new_items_a_split_s_last_step_leads_to_and
     without rows the chain scores every never-seen item the inputs hold."""
     import lightning as L
 
-    import sicsrec.modules.stage2 as stage2_module
     from sicsrec.serving import rescored_items
 
     dm = module(generated, features=str(features), share=0.1)
@@ -333,10 +332,7 @@ def test_rows_are_fitted_once_for_the_new_items_a_split_s_last_step_leads_to_and
     whole = {int(s[-1]) for s in dm.split_histories("predict") if len(s) > 1}
     assert set(rows["predict"][0].tolist()) == new & whole
 
-    def no_fitting(*args, **kwargs):
-        raise AssertionError("fitted at test time")
-
-    monkeypatch.setattr(stage2_module, "fold_in", no_fitting)
+    forbid_fold_in()
     trainer.test(model, dm, verbose=False)  # no rows handed over: none fitted, the chain takes every new item
     assert model.fitted is None and set(model.chain.items.tolist()) == new & (earlier | last)
     model.new_item_rows = rows
