@@ -2,7 +2,7 @@
 
 A file given as a checkpoint is loaded weights-only and refused in one line when it is no
 checkpoint or another stage's; a stage-2 checkpoint names its stage-1 file by path and SHA-256,
-so it is found again from any working directory and after its run folder moved.
+so it is found again from any working directory, after its run folder moved and after a run folder was renamed.
 """
 
 from __future__ import annotations
@@ -44,16 +44,26 @@ def check_checkpoint(path: str | Path, built: str) -> dict:
 def locate_stage1(given: str | None, stage2_checkpoint: str | Path, record: dict) -> str | None:
     """The stage-1 file a stage-2 checkpoint was trained on, from any working directory: ``given``
     (the config's path) if it holds that file (same SHA-256), else the path stored relative to the
-    stage-2 checkpoint's folder, else the absolute and the original paths; ``given`` when none does
-    (the model then names the problem)."""
+    stage-2 checkpoint's folder, else the absolute and the original paths, else — its run folder
+    renamed (``text_only-seed1`` → ``seed1``) — the file of that SHA-256 in a sibling run folder;
+    ``given`` when none does (the model then names the problem)."""
     folder = Path(stage2_checkpoint).parent
     relative = record.get("from_checkpoint_folder")
-    candidates = [given, folder / relative if relative else None, record.get("absolute"), record.get("path")]
+    recorded = [folder / relative if relative else None, record.get("absolute"), record.get("path")]
+    candidates = [given, *recorded]
+    if record.get("sha256") is not None:
+        candidates += [p for r in recorded if r for p in _in_renamed_run_folders(Path(r))]
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
             if record.get("sha256") in (None, file_sha256(candidate)):
                 return str(candidate)
     return given
+
+
+def _in_renamed_run_folders(path: Path) -> list[Path]:
+    """``<step>/<run>/checkpoints/best.ckpt`` → the same file of every other run folder of that step."""
+    step, inside = path.parent.parent.parent, path.relative_to(path.parent.parent)
+    return sorted(p for p in step.glob(f"*/{inside.as_posix()}") if p != path) if step.is_dir() else []
 
 
 def checked(path: str | Path, class_path: str, init_args) -> dict:

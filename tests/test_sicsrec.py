@@ -489,6 +489,34 @@ def test_ninerec_protocol_masks_the_history_in_the_models_own_scores(generated, 
         assert tested["ninerec"][f"test/{view}/mrr"] > tested["recbole"][f"test/{view}/mrr"]  # history was ranked
 
 
+def test_a_stage1_file_whose_run_folder_was_renamed_is_found_by_its_sha256_not_by_its_name(tmp_path, monkeypatch):
+    """A variant's runs renamed to the seed's folder (``text_only-seed1`` → ``seed1``): the stage-1
+    file is the one of the recorded SHA-256 among its step's run folders, never another run's."""
+    from pathlib import Path
+
+    from sicsrec.checkpoints import file_sha256, locate_stage1
+
+    monkeypatch.chdir(tmp_path)
+    step = Path("runs/shop/stage1")
+    for run, content in (("text_only-seed1", b"the stage-1 weights"), ("text_image-seed1", b"other weights")):
+        (step / run / "checkpoints").mkdir(parents=True)
+        (step / run / "checkpoints" / "best.ckpt").write_bytes(content)
+    stage2 = Path("runs/shop/stage2/text_only-seed1/checkpoints/best.ckpt")
+    recorded = step / "text_only-seed1" / "checkpoints" / "best.ckpt"
+    record = {
+        "path": str(recorded),
+        "absolute": str(recorded.resolve()),
+        "from_checkpoint_folder": "../../../stage1/text_only-seed1/checkpoints/best.ckpt",
+        "sha256": file_sha256(recorded),
+    }
+    assert locate_stage1(str(recorded), stage2, record) == str(recorded)
+    (step / "text_only-seed1").rename(step / "seed1")
+    found = locate_stage1(str(recorded), Path("runs/shop/stage2/seed1/checkpoints/best.ckpt"), record)
+    assert Path(found).resolve() == (step / "seed1" / "checkpoints" / "best.ckpt").resolve()
+    (step / "seed1" / "checkpoints" / "best.ckpt").write_bytes(b"retrained")  # no file of that SHA-256 is left
+    assert locate_stage1(str(recorded), stage2, record) == str(recorded)  # the model then names the problem
+
+
 def test_a_stage2_checkpoint_tests_predicts_and_serves_from_another_folder_after_its_runs_moved(
     generated, features, stage1_checkpoint, tmp_path, monkeypatch
 ):
