@@ -2,7 +2,7 @@
 
 A file given as a checkpoint is loaded weights-only and refused in one line when it is no
 checkpoint or another stage's; a stage-2 checkpoint names its stage-1 file by path and SHA-256,
-so it is found again from any working directory, after its run folder moved and after a run folder was renamed.
+so it is found again from any working directory, after its run folder moved or was renamed.
 """
 
 from __future__ import annotations
