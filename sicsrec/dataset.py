@@ -120,16 +120,18 @@ class DatasetFile:
         """``config`` (a step's YAML as a dict) with the placeholders filled in and this dataset's
         facts laid in where the step takes them: ``data.init_args`` of a LightningCLI config
         (``root``, ``text_column``, ``reader``, ``cold_items``, ``cold_seed``, as its DataModule
-        accepts them) and ``model.init_args.protocol``; the top level of a function step's config
-        (``sicsrec pairs`` / ``features``)."""
+        accepts them; ``modalities`` where it reads features: not the ID encoder's) and
+        ``model.init_args.protocol``; the top level of a function step's config (``sicsrec pairs`` /
+        ``features``)."""
         seed = config.get("seed_everything") if seed is None else seed
         values = {"run": str(self.run_folder), "dataset": self.name, "seed": None if seed is None else str(seed)}
         values["version"] = version or (None if seed is None else f"seed{seed}")
         out = _substitute(copy.deepcopy(config), values)
         data = out.get("data")
         if isinstance(data, dict):
-            accepted = _parameters(data.get("class_path"))
-            data.setdefault("init_args", {}).update({k: v for k, v in self.facts().items() if k in accepted})
+            init = data.setdefault("init_args", {})
+            accepted = _parameters(data.get("class_path")) - (set() if "features" in init else {"modalities"})
+            init.update({k: v for k, v in self.facts().items() if k in accepted})
         model = out.get("model")
         if isinstance(model, dict) and "protocol" in _parameters(model.get("class_path")):
             model.setdefault("init_args", {})["protocol"] = self.protocol

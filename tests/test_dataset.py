@@ -134,6 +134,8 @@ def test_a_data_files_modalities_are_what_the_recommender_reads_while_the_conten
     chain = Chain(data_file, steps, python=None)
     for step in ("stage1", "stage2"):
         assert chain.stage_config(step, 1)["data"]["init_args"]["modalities"] == ["text"]
+    (steps / "id.yaml").write_text(yaml.safe_dump({"base": str(REPO / "configs" / "id.yaml"), **small}))
+    assert "modalities" not in chain.stage_config("id", 1)["data"]["init_args"]  # the ID encoder reads no content
     align = chain.content_config("align")
     assert "modalities" not in align["data"]["init_args"] and align["model"]["init_args"]["image"] is not None
     assert "modalities" not in chain.content_config("pairs") and "modalities" not in chain.content_config("features")
