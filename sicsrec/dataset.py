@@ -147,8 +147,8 @@ class DatasetFile:
     def facts(self) -> dict:
         """What a step that reads the data takes from this file: root and text column, and the
         reader, cold-start protocol and the recommender's modalities when they are set."""
-        given = {"reader": self.reader, "cold_items": self.cold_items, "cold_seed": self.cold_seed}
-        given["modalities"] = self.modalities
+        given = {"reader": self.reader, "cold_items": self.cold_items, "cold_seed": self.cold_seed,
+                 "modalities": self.modalities}  # fmt: skip
         return {"root": self.root, "text_column": self.text_column, **{k: v for k, v in given.items() if v}}
 
 
