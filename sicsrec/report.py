@@ -256,7 +256,8 @@ def svg_lines(
     width: int = 640,
     height: int = 360,
 ) -> str:
-    """A line plot as SVG text: one polyline per series, axes with min/max labels, a legend."""
+    """A line plot as SVG text: one polyline per series, axes with min/max labels, a legend (the
+    plot grows taller when the legend needs it)."""
     points = [p for s in series.values() for p in s]
     if not points:
         return ""
@@ -264,6 +265,7 @@ def svg_lines(
     y0, y1 = min(p[1] for p in points), max(p[1] for p in points)
     x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1e-3)
     left, right, top, bottom = 60, 200, 30, 40
+    height = max(height, top + 14 * len(series) + bottom)
     w, h = width - left - right, height - top - bottom
 
     def xy(p):

@@ -66,6 +66,15 @@ def test_report_tables_mean_and_std_over_seeds_and_replaces_its_block(tmp_path, 
     assert text.count("sicsrec report: begin") == 1 and "2024, 2025, 2026, 2027" in text
 
 
+def test_a_plot_with_many_runs_keeps_its_whole_legend_inside_the_figure():
+    from sicsrec.report import svg_lines
+
+    series = {f"set/stage2 s{seed}": [(0, 0.1), (1, 0.2 + seed / 1000)] for seed in range(40)}
+    root = ET.fromstring(svg_lines(series, "curves", "epoch", "HR@10"))
+    labels = [float(t.get("y")) for t in root.iter("{http://www.w3.org/2000/svg}text") if t.text.startswith("set/")]
+    assert len(labels) == 40 and max(labels) < float(root.get("height"))
+
+
 def test_validation_curve_puts_a_validated_starting_point_at_epoch_minus_one(tmp_path):
     from sicsrec.report import validation_curve
 
