@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from sicsrec.content.encoders import TextEncoder
+from sicsrec.content.encoders import TextEncoder, mean_pool
 from sicsrec.data.prepare import prepare
 
 
@@ -48,9 +48,7 @@ def run_blocks(blocks, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def top_forward(blocks, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The trained top blocks over cached states, mean-pooled over real tokens (as TextEncoder)."""
-    h = run_blocks(blocks, states, mask)
-    m = mask.unsqueeze(-1).to(h.dtype)
-    return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+    return mean_pool(run_blocks(blocks, states, mask), mask)
 
 
 def main() -> None:

@@ -44,6 +44,12 @@ def weights_digest(module: nn.Module) -> str:
     return h.hexdigest()
 
 
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Token states (N, T, D) → one vector per text (N, D): the mean over its real tokens."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
 class TextEncoder(nn.Module):
     """A transformers encoder pooled to one vector per title.
 
@@ -113,10 +119,7 @@ class TextEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        if self.pooling == "cls":
-            return hidden[:, 0]
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return hidden[:, 0] if self.pooling == "cls" else mean_pool(hidden, attention_mask)
 
     def layers(self) -> list[nn.Module]:
         """The encoder's Transformer blocks, bottom to top (for top-k fine-tuning)."""
