@@ -138,7 +138,7 @@ class Stage1Module(FeatureTable, RecommenderModule):
     attn_dropout: on attention probabilities.
     item_dropout: dropout on the ID item table used for scoring (training only). 0.5, SICSRec's:
         it regularises the ID table (the validation winner of stage 2's levers on all three Bili
-        sets, docs/results.md §13); the plain ID encoder (``id.yaml``, SASRec) switches it off.
+        sets, 298d0da:docs/results.md §13); the plain ID encoder (``id.yaml``, SASRec) switches it off.
     layer_norm_eps, init_std: RecBole uses 1e-12 and N(0, 0.02).
     scoring: ID scoring: ``dot`` product with the item table, or ``cosine`` / ``id_temperature``.
     id_temperature: τ of ``cosine`` ID scoring (unused with ``dot``).

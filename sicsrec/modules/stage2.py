@@ -61,7 +61,7 @@ OPTIMIZER = {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.001, "weigh
 # first steps move every parameter by about the learning rate whatever its gradient (m / √v ≈ ±1):
 # at the full rate they knock the pre-trained start off its fit (Bili_Food seed 2024: validation
 # HR@10 25.29 → 24.52 in the first epoch) before tuning can improve on it; warmed up, tuning beats
-# the untuned start on validation where it rarely did (docs/results.md §21).
+# the untuned start on validation where it rarely did (298d0da:docs/results.md §21).
 SCHEDULER = {
     "class_path": "torch.optim.lr_scheduler.LinearLR",
     "init_args": {"start_factor": 0.01, "end_factor": 1.0, "total_iters": 10},
@@ -137,7 +137,7 @@ class Stage2Module(FeatureTable, RecommenderModule):
         bury new items.
     skip_new_items: a never-seen item in a history being ranked is left out of what the encoders read
         (its ID row was only ever pushed down in training; its content neighbours' rows read worse
-        still, docs/results.md §19); it stays in the history the chain and the exclusion of
+        still, 298d0da:docs/results.md §19); it stays in the history the chain and the exclusion of
         watched items look at. ``false``: it is read through its own row.
     new_item_fold_in: a never-seen item that the last step of the histories being ranked leads to
         (the test split's inputs; at predict time and in ``recommend``, the catalogue's sequences;

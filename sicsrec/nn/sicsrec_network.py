@@ -28,7 +28,7 @@ class SICSRecNetwork(nn.Module):
     leaves such items out of its softmax, so their rows are borrowed outside training only.) With
     ``skip_new_items`` such an item in a history being ranked is left out of what the encoders
     read: its own row is one training only pushed down, and read as an input it misleads the user
-    state at the position that matters most (a borrowed row misleads it more: docs/results.md §19).
+    state at the position that matters most (a borrowed row misleads it more: 298d0da:docs/results.md §19).
 
     Args:
         id_encoder, content_encoder: the stage-1 sequence encoders (ID: ``encoder(items)`` and an
