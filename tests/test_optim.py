@@ -42,7 +42,7 @@ def test_scheduler_is_attached_with_the_validation_monitor():
 
 
 def test_stage2_warms_its_learning_rate_up_over_its_first_ten_epochs():
-    """Stage 2 starts from a fitted model: its first steps must be small (docs/results.md §21)."""
+    """Stage 2 starts from a fitted model: its first steps must be small (298d0da:docs/results.md §21)."""
     model = Stage2Module(stage1_checkpoint=None)
     weight = torch.nn.Parameter(torch.zeros(2))
     optimizer = model.optimizer([weight])
@@ -52,5 +52,5 @@ def test_stage2_warms_its_learning_rate_up_over_its_first_ten_epochs():
         rates.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
-    assert rates[0] == pytest.approx(1e-5) and rates[10] == rates[11] == pytest.approx(1e-3)
+    assert rates[0] == pytest.approx(1e-6) and rates[10] == rates[11] == pytest.approx(1e-4)
     assert all(a < b for a, b in zip(rates[:10], rates[1:11]))
