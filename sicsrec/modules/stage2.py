@@ -57,9 +57,9 @@ from sicsrec.objectives import stage2_objective
 LORA_TARGETS = ("query", "key", "value", "out", "dense_in", "dense_out")  # attention and feed-forward linears
 # Adam with the reference's L2 λ (on weights; biases and norms are free of it, see parameter_groups).
 # 1e-4, a tenth of stage 1's: stage 2 tunes a fitted model. Warmed up to 1e-3, validation HR@10 peaked
-# within 2–4 epochs on Bili_Dance and Bili_Movie, then fell 2–3 points as the rate rose; at 1e-4 the
-# peak is as high (Bili_Food and Bili_Dance, two seeds each) and the later epochs stay at it
-# (docs/results.md, "Stage 2's learning rate").
+# within 2–4 epochs on Bili_Dance and Bili_Movie, then fell about 2 points as the rate rose; at 1e-4
+# the peak is as high (Bili_Food and Bili_Dance, two seeds each) and the later epochs stay within
+# half a point of it (docs/results.md, "What we tried").
 OPTIMIZER = {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.0001, "weight_decay": 0.01}}
 # The learning rate rises from 1 % of the optimizer's to all of it over the first 10 epochs. Adam's
 # first steps move every parameter by about the learning rate whatever its gradient (m / √v ≈ ±1):
